@@ -1,0 +1,50 @@
+from django.contrib import admin
+
+from arena.models import Constitution, Debate, Question, QuestionSet, Turn
+
+
+@admin.register(QuestionSet)
+class QuestionSetAdmin(admin.ModelAdmin):
+    list_display = ("name", "licence", "created_at")
+    search_fields = ("name",)
+
+
+@admin.register(Question)
+class QuestionAdmin(admin.ModelAdmin):
+    list_display = ("external_id", "question", "source_title", "question_set")
+    list_filter = ("question_set",)
+    search_fields = ("external_id", "question", "source_title")
+
+
+@admin.register(Constitution)
+class ConstitutionAdmin(admin.ModelAdmin):
+    list_display = ("name", "version", "created_at")
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        # A version a debate used is a record of what the debaters were told: freeze it.
+        if obj is not None and obj.is_used():
+            return ("name", "version", "principles", "rules", "preamble", "created_by")
+        return ()
+
+
+class TurnInline(admin.TabularInline):
+    model = Turn
+    extra = 0
+    fields = ("index", "round", "side", "text", "completion_tokens", "finish_reason")
+    readonly_fields = fields
+    can_delete = False
+
+
+@admin.register(Debate)
+class DebateAdmin(admin.ModelAdmin):
+    list_display = ("id", "question", "protocol", "status", "debater_a", "debater_b", "created_at")
+    list_filter = ("status", "protocol")
+    search_fields = ("question__question", "question__external_id")
+    raw_id_fields = ("question",)
+    inlines = [TurnInline]
+
+
+@admin.register(Turn)
+class TurnAdmin(admin.ModelAdmin):
+    list_display = ("debate", "index", "round", "side", "completion_tokens", "finish_reason")
+    raw_id_fields = ("debate",)

@@ -1,0 +1,1 @@
+"""The debate domain: pure code, no I/O and no Django."""

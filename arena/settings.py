@@ -1,0 +1,160 @@
+"""Django settings, read from the environment (see .env.example for every variable)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+from arena.env import env, envbool, envfloat, envint, envlist
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env("ARENA_DATA_DIR", str(BASE_DIR / "data")))
+
+DEBUG = envbool("DEBUG", "False")
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG and env("ARENA_ALLOW_DEV_SECRET", "True") != "True":
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("SECRET_KEY must be set")
+    # The embedded quickstart keeps a random key in its data folder so sessions survive restarts.
+    from arena.embedded import local_secret_key
+
+    SECRET_KEY = local_secret_key(DATA_DIR)
+
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "127.0.0.1,localhost")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "arena",
+    "debaters",
+    "judging",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "arena.urls"
+ASGI_APPLICATION = "arena.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "arena.roles.roles_context",
+            ],
+        },
+    },
+]
+
+_database_url = env("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=envint("DB_CONN_MAX_AGE", "0"))}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "arena.sqlite3",
+            # Web and worker write concurrently: WAL lets readers go on during a write, and
+            # IMMEDIATE transactions wait for the lock instead of failing on upgrade.
+            "OPTIONS": {
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+                "transaction_mode": "IMMEDIATE",
+                "timeout": 30,
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+_redis_url = env("REDIS_URL")
+EMBEDDED_REDIS = not _redis_url
+EMBEDDED_REDIS_PORT = envint("ARENA_EMBEDDED_REDIS_PORT", "6390")
+REDIS_URL = _redis_url or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("ARENA_CHANNEL_PREFIX", "arena")},
+    }
+}
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A killed worker's unacknowledged task is redelivered after this many seconds. Debates hold a
+# lease (ARENA_LEASE_SECONDS) so a redelivery while the first worker still runs does nothing.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "3600")}
+CELERY_TASK_ALWAYS_EAGER = False
+CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "arena")
+
+ARENA_LEASE_SECONDS = envint("ARENA_LEASE_SECONDS", "120")
+ARENA_STREAM_FLUSH_MS = envint("ARENA_STREAM_FLUSH_MS", "50")
+ARENA_DEFAULT_BACKEND = env("ARENA_DEFAULT_BACKEND", "transformers")
+ARENA_DEFAULT_MODEL = env("ARENA_DEFAULT_MODEL", "embedded")
+ARENA_DEFAULT_DEVICE = env("ARENA_DEFAULT_DEVICE", "cpu")
+ARENA_DEFAULT_MAX_TOKENS = envint("ARENA_DEFAULT_MAX_TOKENS", "160")
+ARENA_DEFAULT_CONTEXT_TOKENS = envint("ARENA_DEFAULT_CONTEXT_TOKENS", "1500")
+ARENA_DEFAULT_TEMPERATURE = envfloat("ARENA_DEFAULT_TEMPERATURE", "0.7")
+ARENA_EXPORT_DIR = Path(env("ARENA_EXPORT_DIR", str(DATA_DIR / "exports")))
+ARENA_EXPORT_KEY = env("ARENA_EXPORT_KEY", SECRET_KEY)
+os.environ.setdefault("ARENA_MODEL_CACHE", str(DATA_DIR / "models" / "smollm2-135m-instruct"))
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", "False")
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = DATA_DIR / "static"
+ARENA_SERVE_STATIC = envbool("ARENA_SERVE_STATIC", "True")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}},
+}

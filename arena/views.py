@@ -1,0 +1,78 @@
+"""Researcher pages: start debates, watch them, read everything (prompts, source, gold)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from arena import services
+from arena.forms import NewDebateForm
+from arena.models import Debate
+from arena.roles import is_judge, is_researcher, researcher_required
+from debaters.profiles import default_profile
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    if is_researcher(request.user):
+        return redirect("debates")
+    if is_judge(request.user):
+        return redirect("judge_queue")
+    return render(request, "no_role.html", status=403)
+
+
+@researcher_required
+def debates(request: HttpRequest) -> HttpResponse:
+    default_profile()
+    if request.method == "POST":
+        form = NewDebateForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            debate = services.create_debate(
+                question=data["question"],
+                debater_a=data["debater_a"],
+                debater_b=data["debater_b"],
+                limits=form.limits(data["debater_a"].context_tokens),
+                created_by=request.user,
+                judges=data["judges"],
+            )
+            return HttpResponseRedirect(reverse("debate_detail", args=[debate.pk]))
+    else:
+        form = NewDebateForm(initial={"debater_a": default_profile(), "debater_b": default_profile()})
+    page = Paginator(
+        Debate.objects.select_related("question", "debater_a", "debater_b").order_by("-created_at"), 25
+    ).get_page(request.GET.get("page"))
+    return render(request, "arena/debates.html", {"form": form, "page": page})
+
+
+@researcher_required
+def debate_detail(request: HttpRequest, debate_id: int) -> HttpResponse:
+    debate = get_object_or_404(
+        Debate.objects.select_related("question", "constitution", "debater_a", "debater_b"), pk=debate_id
+    )
+    context = {
+        "debate": debate,
+        "turns": debate.turns.order_by("index"),
+        "verdicts": debate.verdicts.select_related("judge").order_by("created_at"),
+        "assignments": debate.assignments.select_related("judge"),
+        "answers": list(enumerate(debate.question.answers)),
+        "client_config": {
+            "debateId": debate.pk,
+            "wsPath": f"/ws/debates/{debate.pk}/",
+            "sideLabels": {"0": "1", "1": "2"},
+            "sideAnswers": {"0": debate.question.answers[0], "1": debate.question.answers[1]},
+        },
+    }
+    return render(request, "arena/debate_detail.html", context)
+
+
+@require_POST
+@researcher_required
+def debate_retry(request: HttpRequest, debate_id: int) -> HttpResponse:
+    get_object_or_404(Debate, pk=debate_id)
+    services.requeue_debate(debate_id)
+    return HttpResponseRedirect(reverse("debate_detail", args=[debate_id]))

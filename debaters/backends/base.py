@@ -1,0 +1,145 @@
+"""The one interface every model backend implements.
+
+A backend turns chat requests into text. ``generate`` streams one request as text deltas followed by
+exactly one :class:`Final`; ``generate_batch`` runs many requests and returns their finals in order;
+``choice_probs`` returns the model's probability of each option label as the next token. Retries,
+timeouts and concurrency limits are not the backend's business: :mod:`debaters.backends.resilient`
+wraps every backend with them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TypedDict
+
+
+class ChatMessage(TypedDict):
+    role: str
+    content: str
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> SamplingParams:
+        """Build from a profile's JSON; unknown keys are an error so typos do not pass silently."""
+        known = {"max_tokens", "temperature", "top_p", "seed", "stop"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown sampling parameters: {', '.join(sorted(unknown))}")
+        kwargs: dict[str, object] = dict(data)
+        if "stop" in kwargs:
+            stop = kwargs["stop"]
+            if not isinstance(stop, (list, tuple)) or not all(isinstance(s, str) for s in stop):
+                raise ValueError("stop must be a list of strings")
+            kwargs["stop"] = tuple(stop)
+        params = cls(**kwargs)  # type: ignore[arg-type]
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        if not 1 <= self.max_tokens <= 32768:
+            raise ValueError("max_tokens must be between 1 and 32768")
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ValueError("temperature must be between 0 and 5")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError("top_p must be in (0, 1]")
+
+    def replace(self, **changes: object) -> SamplingParams:
+        from dataclasses import replace
+
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    messages: tuple[ChatMessage, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of generated text, in order. Concatenating every delta gives ``Final.text``."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Final:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
+
+
+StreamItem = Delta | Final
+
+
+class BackendError(Exception):
+    """A backend failed. ``permanent`` errors (bad request, unknown model) are not retried."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """Where a model lives. Stored on a debater or judge profile as JSON.
+
+    ``backend`` names a registered backend; ``model`` is what that backend loads or asks for
+    (``embedded`` means the bundled SmolLM2); ``options`` are backend-specific (``device``,
+    ``base_urls``, ``api_key_env``, ...).
+    """
+
+    backend: str
+    model: str
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    def key(self) -> tuple[str, str, tuple[tuple[str, str], ...]]:
+        return (self.backend, self.model, tuple(sorted((k, repr(v)) for k, v in self.options.items())))
+
+
+class ModelAPI(ABC):
+    """A model provider. Subclasses implement ``generate``; the rest have sound defaults."""
+
+    def __init__(self, spec: BackendSpec) -> None:
+        self.spec = spec
+
+    @abstractmethod
+    def generate(self, request: GenerateRequest) -> AsyncIterator[StreamItem]:
+        """Stream one request: any number of :class:`Delta`, then exactly one :class:`Final`."""
+
+    async def complete(self, request: GenerateRequest) -> Final:
+        final: Final | None = None
+        async for item in self.generate(request):
+            if isinstance(item, Final):
+                final = item
+        if final is None:
+            raise BackendError("backend ended a stream without a final result")
+        return final
+
+    async def generate_batch(self, requests: Sequence[GenerateRequest]) -> list[Final]:
+        """Run many requests; the default sends them concurrently and lets the backend batch."""
+        return list(await asyncio.gather(*(self.complete(r) for r in requests)))
+
+    async def choice_probs(self, messages: Sequence[ChatMessage], labels: Sequence[str]) -> list[float]:
+        """The model's next-token probability of each label, renormalised to sum to 1."""
+        raise BackendError(f"backend {self.spec.backend!r} cannot score choices", permanent=True)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in ``text`` for this model; backends without a tokenizer estimate."""
+        return max(1, round(len(text.split()) * 1.3))
+
+    async def aclose(self) -> None:
+        """Release connections or memory. Safe to call twice."""

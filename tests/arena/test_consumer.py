@@ -1,0 +1,405 @@
+"""The debate WebSocket against the real ASGI application and the real Redis channel layer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from django.utils import timezone
+
+from arena.asgi import application
+from arena.models import Debate, Turn
+from arena.streaming import DebateStream, inflight_key, redis_client
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
+
+ORIGIN = (b"origin", b"http://127.0.0.1")
+TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
+    """The users of conftest hash a password each; the default PBKDF2 costs ~0.5 s a user."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _close_thread_connections() -> Iterator[None]:
+    """sync_to_async runs the ORM on a worker thread; close its connection so the flush is not blocked."""
+    yield
+    from asgiref.sync import async_to_sync
+    from django.db import connections
+
+    async_to_sync(sync_to_async(connections.close_all))()
+
+
+async def session_cookie(username: str) -> bytes:
+    """Sign the user in with the ordinary test client and return its session cookie header."""
+
+    def _do() -> str:
+        from django.contrib.auth import get_user_model
+
+        client = Client()
+        client.force_login(get_user_model().objects.get(username=username))
+        return client.cookies["sessionid"].value
+
+    return f"sessionid={await sync_to_async(_do)()}".encode()
+
+
+async def communicator_for(debate_id: int, cookie: bytes | None = None, origin: tuple[bytes, bytes] = ORIGIN) -> WebsocketCommunicator:
+    headers = [origin]
+    if cookie is not None:
+        headers.append((b"cookie", cookie))
+    return WebsocketCommunicator(application, f"/ws/debates/{debate_id}/", headers=headers)
+
+
+async def connected(debate_id: int, username: str) -> WebsocketCommunicator:
+    comm = await communicator_for(debate_id, await session_cookie(username))
+    ok, code = await comm.connect(timeout=TIMEOUT)
+    assert ok, f"refused with {code}"
+    return comm
+
+
+@pytest.fixture
+async def clean_inflight() -> AsyncIterator[list[int]]:
+    """Debate ids whose in-flight record in Redis is removed before use and after the test."""
+    ids: list[int] = []
+    yield ids
+    for debate_id in ids:
+        await redis_client().delete(inflight_key(debate_id))
+
+
+async def _forget(ids: list[int], debate_id: int) -> None:
+    ids.append(debate_id)
+    await redis_client().delete(inflight_key(debate_id))
+
+
+def _walk(value: object, path: str = "") -> Iterator[tuple[str, object]]:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield f"{path}.{k}", k
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk(v, f"{path}[{i}]")
+    else:
+        yield path, value
+
+
+# --- Who gets in ---------------------------------------------------------------------------------
+
+
+async def test_it_refuses_an_anonymous_client(finished_debate: Debate) -> None:
+    comm = await communicator_for(finished_debate.pk)
+
+    ok, code = await comm.connect(timeout=TIMEOUT)
+
+    assert not ok
+    assert code == 4401
+
+
+async def test_it_refuses_a_foreign_origin(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+    comm = await communicator_for(finished_debate.pk, await session_cookie("bob"), origin=(b"origin", b"http://evil.example"))
+
+    ok, _ = await comm.connect(timeout=TIMEOUT)
+
+    assert not ok
+
+
+async def test_it_refuses_a_client_without_an_origin(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+    comm = WebsocketCommunicator(
+        application, f"/ws/debates/{finished_debate.pk}/", headers=[(b"cookie", await session_cookie("bob"))]
+    )
+
+    ok, _ = await comm.connect(timeout=TIMEOUT)
+
+    assert not ok
+
+
+async def test_it_refuses_a_judge_not_assigned_to_the_debate(charlie, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+    comm = await communicator_for(finished_debate.pk, await session_cookie("charlie"))
+
+    ok, code = await comm.connect(timeout=TIMEOUT)
+
+    assert not ok
+    assert code == 4403
+
+
+async def test_it_refuses_a_debate_that_does_not_exist(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+    comm = await communicator_for(finished_debate.pk + 1000, await session_cookie("bob"))
+
+    ok, code = await comm.connect(timeout=TIMEOUT)
+
+    assert not ok
+    assert code == 4403
+
+
+async def test_it_refuses_a_forged_session_cookie(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+    comm = await communicator_for(finished_debate.pk, b"sessionid=not-a-real-session")
+
+    ok, code = await comm.connect(timeout=TIMEOUT)
+
+    assert not ok
+    assert code == 4401
+
+
+# --- The snapshot --------------------------------------------------------------------------------
+
+
+async def test_it_sends_the_assigned_judge_a_snapshot_of_the_committed_turns_first(
+    bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    await _forget(clean_inflight, finished_debate.pk)
+    comm = await connected(finished_debate.pk, "bob")
+
+    snapshot = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.disconnect()
+
+    assert snapshot["type"] == "snapshot"
+    assert snapshot["debate"] == {
+        "id": finished_debate.pk, "status": "finished", "detail": "", "rounds": 1, "total_turns": 2,
+    }
+    assert [(t["turn"], t["round"], t["side"], t["text"]) for t in snapshot["turns"]] == [
+        (0, 1, 0, "Speech for answer 1."),
+        (1, 1, 1, "Speech for answer 2."),
+    ]
+    assert snapshot["inflight"] == []
+
+
+async def test_it_sends_a_judge_nothing_of_the_source_or_the_gold_answer(
+    bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    await _forget(clean_inflight, finished_debate.pk)
+    question = finished_debate.question
+    text = question.source_text
+    pieces = [text[:200], text[len(text) // 2 : len(text) // 2 + 200], text[-200:]]
+    comm = await connected(finished_debate.pk, "bob")
+
+    raw = await comm.receive_from(timeout=TIMEOUT)
+    await comm.disconnect()
+
+    snapshot = json.loads(raw)
+    for where, value in _walk(snapshot):
+        name = where.rsplit(".", 1)[-1].lower()
+        assert not any(word in name for word in ("gold", "correct", "source", "prompt")), where
+        if isinstance(value, str):
+            assert not any(piece in value for piece in pieces), where
+            assert value != question.source_title, where
+    assert not any(json.dumps(piece)[1:-1] in raw for piece in pieces)
+
+
+async def test_it_sends_a_client_that_arrives_mid_turn_the_text_so_far_then_only_later_deltas(
+    bob, make_debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    debate = await sync_to_async(make_debate)(judges=[bob], rounds=2)
+    await sync_to_async(_commit_opening)(debate)
+    await _forget(clean_inflight, debate.pk)
+    stream = DebateStream(debate.pk, flush_ms=60_000)
+    await stream.start_turn(2, 2, 0)
+    await stream.push(2, "Hello ")
+    await stream.flush(2)
+    await stream.push(2, "world")
+    await stream.flush(2)
+
+    comm = await connected(debate.pk, "bob")
+    snapshot = await comm.receive_json_from(timeout=TIMEOUT)
+    await stream.push(2, "!")
+    await stream.flush(2)
+    delta = await comm.receive_json_from(timeout=TIMEOUT)
+    nothing_more = await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+    assert [t["turn"] for t in snapshot["turns"]] == [0, 1]
+    assert snapshot["inflight"] == [{"turn": 2, "seq": 2, "text": "Hello world", "round": 2, "side": 0}]
+    assert delta == {"type": "delta", "turn": 2, "seq": 3, "text": "!"}
+    assert nothing_more
+
+
+async def test_it_leaves_a_committed_turn_out_of_the_inflight_list(
+    bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    await _forget(clean_inflight, finished_debate.pk)
+    stream = DebateStream(finished_debate.pk, flush_ms=60_000)
+    await stream.start_turn(1, 1, 1)
+    await stream.push(1, "stale")
+    await stream.flush(1)
+
+    comm = await connected(finished_debate.pk, "bob")
+    snapshot = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.disconnect()
+
+    assert snapshot["inflight"] == []
+    assert [t["turn"] for t in snapshot["turns"]] == [0, 1]
+
+
+def _commit_opening(debate: Debate) -> None:
+    now = timezone.now()
+    for side in (0, 1):
+        Turn.objects.create(
+            debate=debate, index=side, round=1, side=side, text=f"Opening {side}.", prompt=[], prompt_hash="x",
+            started_at=now, finished_at=now,
+        )
+    Debate.objects.filter(pk=debate.pk).update(status=Debate.Status.RUNNING, started_at=now)
+
+
+# --- Live events ---------------------------------------------------------------------------------
+
+
+async def test_it_relays_live_events_in_order_with_turn_and_sequence_numbers(
+    bob, make_debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await _forget(clean_inflight, debate.pk)
+    comm = await connected(debate.pk, "bob")
+    snapshot = await comm.receive_json_from(timeout=TIMEOUT)
+    stream = DebateStream(debate.pk, flush_ms=60_000)
+
+    await stream.start_turn(0, 1, 0)
+    await stream.push(0, "First ")
+    await stream.push(0, "words.")
+    await stream.flush(0)
+    await stream.push(0, " More.")
+    await stream.flush(0)
+    await stream.end_turn(0, {"text": "First words. More.", "round": 1, "side": 0})
+    events = [await comm.receive_json_from(timeout=TIMEOUT) for _ in range(4)]
+    nothing_more = await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+    assert snapshot["turns"] == [] and snapshot["inflight"] == []
+    assert events == [
+        {"type": "turn_start", "turn": 0, "round": 1, "side": 0},
+        {"type": "delta", "turn": 0, "seq": 1, "text": "First words."},
+        {"type": "delta", "turn": 0, "seq": 2, "text": " More."},
+        {"type": "turn_end", "turn": 0, "seq": 2, "text": "First words. More.", "round": 1, "side": 0},
+    ]
+    assert nothing_more
+    assert await redis_client().hget(inflight_key(debate.pk), "0") is None
+
+
+async def test_it_sends_every_client_of_the_debate_the_same_events(
+    bob, alice, make_debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await _forget(clean_inflight, debate.pk)
+    judge = await connected(debate.pk, "bob")
+    researcher = await connected(debate.pk, "alice")
+    await judge.receive_json_from(timeout=TIMEOUT)
+    await researcher.receive_json_from(timeout=TIMEOUT)
+    stream = DebateStream(debate.pk, flush_ms=60_000)
+
+    await stream.start_turn(1, 1, 1)
+    await stream.push(1, "Both see this.")
+    await stream.flush(1)
+    got = [[await c.receive_json_from(timeout=TIMEOUT) for _ in range(2)] for c in (judge, researcher)]
+    await judge.disconnect()
+    await researcher.disconnect()
+
+    assert got[0] == got[1]
+    assert got[0][1] == {"type": "delta", "turn": 1, "seq": 1, "text": "Both see this."}
+
+
+async def test_it_strips_the_status_detail_for_a_judge_but_not_for_a_researcher(
+    bob, alice, make_debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await _forget(clean_inflight, debate.pk)
+    judge = await connected(debate.pk, "bob")
+    researcher = await connected(debate.pk, "alice")
+    await judge.receive_json_from(timeout=TIMEOUT)
+    await researcher.receive_json_from(timeout=TIMEOUT)
+
+    await DebateStream(debate.pk).status("failed", "Traceback: model file missing")
+    to_judge = await judge.receive_json_from(timeout=TIMEOUT)
+    to_researcher = await researcher.receive_json_from(timeout=TIMEOUT)
+    await judge.disconnect()
+    await researcher.disconnect()
+
+    assert to_judge == {"type": "status", "status": "failed", "detail": ""}
+    assert to_researcher == {"type": "status", "status": "failed", "detail": "Traceback: model file missing"}
+
+
+async def test_it_stops_sending_to_a_client_that_left(
+    bob, make_debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await _forget(clean_inflight, debate.pk)
+    stays = await connected(debate.pk, "bob")
+    leaves = await connected(debate.pk, "bob")
+    await stays.receive_json_from(timeout=TIMEOUT)
+    await leaves.receive_json_from(timeout=TIMEOUT)
+    await leaves.disconnect()
+
+    await DebateStream(debate.pk).start_turn(0, 1, 0)
+
+    assert (await stays.receive_json_from(timeout=TIMEOUT))["type"] == "turn_start"
+    await stays.disconnect()
+
+
+# --- Messages from the client --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "not json",
+        "[1, 2, 3]",
+        '"ping"',
+        "42",
+        '{"no": "type"}',
+        '{"type": 7}',
+        '{"type": "launch_missiles"}',
+        json.dumps({"type": "ping", "pad": "x" * 5000}),
+    ],
+    ids=["not-json", "array", "string", "number", "no-type", "type-not-string", "unknown-type", "over-4-KiB"],
+)
+async def test_it_answers_a_malformed_message_with_an_error_and_stays_open(
+    bob, finished_debate: Debate, clean_inflight: list[int], message: str  # type: ignore[no-untyped-def]
+) -> None:
+    await _forget(clean_inflight, finished_debate.pk)
+    comm = await connected(finished_debate.pk, "bob")
+    await comm.receive_json_from(timeout=TIMEOUT)
+
+    await comm.send_to(text_data=message)
+    reply = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.send_json_to({"type": "ping"})
+    pong = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.disconnect()
+
+    assert reply["type"] == "error"
+    assert isinstance(reply["error"], str) and reply["error"]
+    assert pong == {"type": "pong"}
+
+
+async def test_it_answers_a_binary_message_with_an_error_and_stays_open(
+    bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    await _forget(clean_inflight, finished_debate.pk)
+    comm = await connected(finished_debate.pk, "bob")
+    await comm.receive_json_from(timeout=TIMEOUT)
+
+    await comm.send_to(bytes_data=b'{"type": "ping"}')
+    reply = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.send_json_to({"type": "ping"})
+    pong = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.disconnect()
+
+    assert reply["type"] == "error"
+    assert pong == {"type": "pong"}
+
+
+async def test_it_sends_a_fresh_snapshot_on_request(
+    bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    await _forget(clean_inflight, finished_debate.pk)
+    comm = await connected(finished_debate.pk, "bob")
+    first = await comm.receive_json_from(timeout=TIMEOUT)
+
+    await comm.send_json_to({"type": "snapshot"})
+    again = await comm.receive_json_from(timeout=TIMEOUT)
+    await comm.disconnect()
+
+    assert again == first
