@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from arena.models import Constitution, Debate, Question, QuestionSet, Turn
+from arena.models import Candidate, Constitution, Debate, JudgeQuestion, Question, QuestionSet, Revision, Tournament, Turn
 
 
 @admin.register(QuestionSet)
@@ -48,3 +48,27 @@ class DebateAdmin(admin.ModelAdmin):
 class TurnAdmin(admin.ModelAdmin):
     list_display = ("debate", "index", "round", "side", "completion_tokens", "finish_reason")
     raw_id_fields = ("debate",)
+
+
+@admin.register(Candidate)
+class CandidateAdmin(admin.ModelAdmin):
+    list_display = ("turn", "index", "score", "chosen")
+    raw_id_fields = ("turn",)
+
+
+@admin.register(Revision)
+class RevisionAdmin(admin.ModelAdmin):
+    list_display = ("turn", "step", "principle_id")
+    raw_id_fields = ("turn",)
+
+
+@admin.register(JudgeQuestion)
+class JudgeQuestionAdmin(admin.ModelAdmin):
+    list_display = ("debate", "after_round", "text", "asked_by", "created_at")
+    raw_id_fields = ("debate",)
+
+
+@admin.register(Tournament)
+class TournamentAdmin(admin.ModelAdmin):
+    list_display = ("name", "status", "created_at", "started_at", "finished_at")
+    list_filter = ("status",)

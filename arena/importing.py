@@ -17,8 +17,11 @@ SAMPLE_SET_NAME = "quality-sample"
 class ImportFailed(ValueError):
     """The file has bad lines; ``problems`` lists (line number, reason). Nothing was imported."""
 
-    def __init__(self, problems: list[tuple[int, str]]) -> None:
+    def __init__(self, problems: list[tuple[int, str]], message: str = "") -> None:
         self.problems = problems
+        if message:
+            super().__init__(message)
+            return
         lines = "\n".join(f"  line {n}: {why}" for n, why in problems[:50])
         more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
         super().__init__(f"{len(problems)} bad line(s), nothing imported:\n{lines}{more}")
@@ -55,7 +58,7 @@ def parse_line(text: str) -> dict[str, object]:
     if answers[0].strip() == answers[1].strip():
         raise ValueError("the two answers are identical")
     correct = obj["correct_index"]
-    if isinstance(correct, bool) or correct not in (0, 1):
+    if isinstance(correct, bool) or not isinstance(correct, int) or correct not in (0, 1):
         raise ValueError("correct_index must be 0 or 1")
     source = obj["source"]
     if not isinstance(source, dict):
@@ -84,31 +87,33 @@ def import_questions(path: Path, set_name: str | None = None, description: str =
     problems: list[tuple[int, str]] = []
     seen: dict[str, int] = {}
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open("rb")
     except OSError as exc:
-        raise ImportFailed([(0, f"cannot open {path}: {exc.strerror}")]) from None
+        raise ImportFailed([], f"cannot open {path}: {exc.strerror}") from None
     with handle:
-        try:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = parse_line(line)
-                except ValueError as exc:
-                    problems.append((number, str(exc)))
-                    continue
-                ext = str(row["external_id"])
-                if ext in seen:
-                    problems.append((number, f"duplicate id {ext!r} (first on line {seen[ext]})"))
-                    continue
-                seen[ext] = number
-                rows.append(row)
-        except UnicodeDecodeError as exc:
-            problems.append((0, f"file is not UTF-8 ({exc.reason})"))
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems.append((number, f"not UTF-8 (byte {exc.start + 1}: {exc.reason})"))
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = parse_line(line)
+            except ValueError as exc:
+                problems.append((number, str(exc)))
+                continue
+            ext = str(row["external_id"])
+            if ext in seen:
+                problems.append((number, f"duplicate id {ext!r} (first on line {seen[ext]})"))
+                continue
+            seen[ext] = number
+            rows.append(row)
     if problems:
         raise ImportFailed(problems)
     if not rows:
-        raise ImportFailed([(0, "the file holds no questions")])
+        raise ImportFailed([], "the file holds no questions")
     licences = sorted({str(r["licence"]) for r in rows if r["licence"]})
     with transaction.atomic():
         qset, _ = QuestionSet.objects.get_or_create(

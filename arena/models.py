@@ -86,6 +86,12 @@ class Debate(models.Model):
         CANCELLED = "cancelled"
 
     question = models.ForeignKey(Question, on_delete=models.PROTECT, related_name="debates")
+    tournament = models.ForeignKey(
+        "arena.Tournament", null=True, blank=True, on_delete=models.CASCADE, related_name="debates"
+    )
+    tournament_key = models.CharField(
+        max_length=300, blank=True, help_text="The pairing's identity within its tournament (no debate twice)."
+    )
     protocol = models.CharField(max_length=40, default="debate")
     settings = models.JSONField(default=dict, help_text="Protocol settings: rounds, limits, budgets.")
     constitution = models.ForeignKey(Constitution, on_delete=models.PROTECT, related_name="debates")
@@ -111,6 +117,13 @@ class Debate(models.Model):
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "lease_expires"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tournament", "tournament_key"],
+                condition=Q(tournament__isnull=False),
+                name="unique_debate_per_tournament_pairing",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"Debate {self.pk} on {self.question.external_id}"
@@ -145,6 +158,8 @@ class Turn(models.Model):
     prompt_tokens = models.PositiveIntegerField(default=0)
     completion_tokens = models.PositiveIntegerField(default=0)
     finish_reason = models.CharField(max_length=20, blank=True)
+    violations = models.JSONField(default=list, blank=True, help_text="Referee findings: [{rule, message}].")
+    truncated = models.BooleanField(default=False)
     model_name = models.CharField(max_length=300, blank=True)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField()
@@ -163,3 +178,82 @@ class Turn(models.Model):
 
     def verified_quotes(self) -> int:
         return sum(1 for q in self.quotes if q.get("verified"))
+
+
+class Candidate(models.Model):
+    """One of N sampled speeches for a best-of-N turn, with the AI judge's score."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="candidates")
+    index = models.PositiveSmallIntegerField()
+    text = models.TextField()
+    score = models.FloatField(help_text="AI judge's probability for the speaker's answer with this candidate.")
+    chosen = models.BooleanField(default=False)
+    completion_tokens = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["turn", "index"], name="unique_candidate_index")]
+        ordering = ["turn_id", "index"]
+
+
+class Revision(models.Model):
+    """One critique-and-revision step (SL-CAI) on a turn's draft. Researchers see it; judges never."""
+
+    turn = models.ForeignKey(Turn, on_delete=models.CASCADE, related_name="revisions")
+    step = models.PositiveSmallIntegerField()
+    draft = models.TextField()
+    principle_id = models.CharField(max_length=100)
+    principle = models.TextField()
+    critique = models.TextField()
+    revision = models.TextField()
+    prompt = models.JSONField(default=list, blank=True, help_text="What the debater saw for the draft.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["turn", "step"], name="unique_revision_step")]
+        ordering = ["turn_id", "step"]
+
+
+class JudgeQuestion(models.Model):
+    """A question the judge asked between rounds of an interactive debate; both debaters answer it."""
+
+    debate = models.ForeignKey(Debate, on_delete=models.CASCADE, related_name="judge_questions")
+    after_round = models.PositiveSmallIntegerField()
+    text = models.TextField()
+    asked_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    ai_judge = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["debate", "after_round"], name="one_judge_question_per_round")]
+        ordering = ["debate_id", "after_round"]
+
+
+class Tournament(models.Model):
+    """Debaters × questions × protocols × judges, every pairing with both sides and both orders."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        PAUSED = "paused"
+        CANCELLED = "cancelled"
+        FINISHED = "finished"
+        FAILED = "failed"
+
+    name = models.CharField(max_length=200)
+    config = models.JSONField(help_text="The validated tournament definition (as from its YAML file).")
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    stats = models.JSONField(default=dict, blank=True, help_text="Tokens, busy time, throughput.")
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.name

@@ -97,7 +97,12 @@ REDIS_URL = _redis_url or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": env("ARENA_CHANNEL_PREFIX", "arena")},
+        "CONFIG": {
+            # redis-py 8 times socket reads out after 5 s by default, the same 5 s that
+            # channels-redis blocks in BZPOPMIN: an idle page would lose its consumer. Read longer.
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30, "socket_connect_timeout": 5}],
+            "prefix": env("ARENA_CHANNEL_PREFIX", "arena"),
+        },
     }
 }
 

@@ -36,3 +36,6 @@ def _resume_orphans(**_: object) -> None:
     for debate_id in orphaned_debates():
         log.info("resuming debate %s", debate_id)
         run_debate_task.delay(debate_id)
+
+
+from arena.tournament_tasks import *  # noqa: F401,F403

@@ -40,7 +40,7 @@ CACHE_ENV = "ARENA_MODEL_CACHE"
 MARKER_NAME = "arena-source.json"
 
 # Bump when the conversion itself changes, so folders written by an older converter are redone.
-_CONVERTER_VERSION = 1
+_CONVERTER_VERSION = 2
 _HASH_BYTES = 1 << 20
 
 
@@ -149,9 +149,13 @@ def ensure_converted(cache_dir: Path | None = None, *, progress: bool = True) ->
         if progress:
             print(f"converting {gguf} -> {target} (once; about 15 s)", file=sys.stderr, flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        # mkdtemp makes a private (0700) folder; the model folder is shared like any other file.
+        _chmod_shared(tmp)
         try:
             _convert(gguf, tmp, progress=progress)
             _write_marker(tmp, source_marker(gguf))
+            for child in tmp.iterdir():
+                _chmod_shared(child)
             _replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -159,6 +163,13 @@ def ensure_converted(cache_dir: Path | None = None, *, progress: bool = True) ->
         if progress:
             print(f"converted in {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
     return target
+
+
+def _chmod_shared(path: Path) -> None:
+    """Give ``path`` the permissions the process's umask grants new files (or folders)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def _write_marker(folder: Path, marker: dict[str, object]) -> None:
@@ -209,6 +220,10 @@ def _convert(gguf: Path, out: Path, *, progress: bool) -> None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32
+    if not getattr(config, "architectures", None):
+        # A GGUF-loaded config names no class; tools that load by config (transformers serve,
+        # pipelines) need it.
+        config.architectures = [type(model).__name__]
     config.save_pretrained(str(out))
     if model.generation_config is not None:
         model.generation_config.save_pretrained(str(out))

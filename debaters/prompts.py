@@ -1,7 +1,9 @@
-"""Debater prompts built from the constitution and the protocol. Pure: no Django, no I/O.
+"""Prompts built from the constitution and the protocol. Pure: no Django, no I/O.
 
-The exact messages of every turn are stored with the turn (and hashed), so a debate can be
-reproduced and audited.
+Every prompt a model sees in a debate is made here: the debaters' speeches, the open protocols'
+choice of an answer, Constitutional-AI critiques and revisions, the AI judge's question in an
+interactive debate, and the referee's concession check. The exact messages of every turn are
+stored with the turn (and hashed), so a debate can be reproduced and audited.
 """
 
 from __future__ import annotations
@@ -13,11 +15,23 @@ from dataclasses import dataclass
 
 from debaters.backends.base import ChatMessage
 
+# Bump when a template below changes meaning, so stored prompts can be grouped by template.
+PROMPT_VERSION = "v2"
+CHOICE_LABELS = ("A", "B")
+
 
 @dataclass(frozen=True)
 class SpeechRecord:
     side: int
     round: int
+    text: str
+
+
+@dataclass(frozen=True)
+class JudgeQuestionRecord:
+    """A question the judge asked after ``after_round``; both debaters answer it next round."""
+
+    after_round: int
     text: str
 
 
@@ -35,16 +49,33 @@ class DebaterView:
     transcript: tuple[SpeechRecord, ...]
     source_title: str = ""
     whole_source: bool = False
+    protocol: str = "debate"
+    judge_questions: tuple[JudgeQuestionRecord, ...] = ()
+    quote_budget: int | None = None
+    chose_answer: bool = False
+
+    @property
+    def consultancy(self) -> bool:
+        return self.protocol in ("consultancy", "open-consultancy")
 
 
 def debater_messages(preamble: str, principles: str, view: DebaterView) -> list[ChatMessage]:
     mine = view.answers[view.side]
     theirs = view.answers[1 - view.side]
+    if view.consultancy:
+        role = (
+            f"You are a consultant. The judge hears only you; nobody argues the other answer. You defend the answer: "
+            f"\"{mine}\". The other possible answer is: \"{theirs}\"."
+        )
+    else:
+        role = f"You are a debater. You defend the answer: \"{mine}\". Your opponent defends: \"{theirs}\"."
+    if view.chose_answer:
+        role += " You chose this answer yourself after reading the text."
+    budget = f" Quote at most {view.quote_budget} words per speech." if view.quote_budget is not None else ""
     system = (
-        f"{preamble}\n\nYou are a debater. You defend the answer: \"{mine}\". "
-        f"Your opponent defends: \"{theirs}\".\n\nPrinciples you must follow:\n{principles}\n\n"
+        f"{preamble}\n\n{role}\n\nPrinciples you must follow:\n{principles}\n\n"
         f"Rules: at most {view.word_limit} words per speech. Quote the text only inside <quote></quote> tags, "
-        "copying the words exactly."
+        f"copying the words exactly.{budget} Write plain text: no other tags or markup."
     )
     source_label = "The text" if view.whole_source else "Excerpts from the text"
     parts = [
@@ -53,21 +84,129 @@ def debater_messages(preamble: str, principles: str, view: DebaterView) -> list[
         f"Answer 1: {view.answers[0]}\nAnswer 2: {view.answers[1]}",
         f"You argue for: \"{mine}\".",
     ]
-    if view.transcript:
+    questions = {q.after_round: q.text for q in view.judge_questions}
+    if view.transcript or questions:
         lines = []
+        shown_rounds: set[int] = set()
         for speech in view.transcript:
-            who = "You" if speech.side == view.side else "Opponent"
+            for after in sorted(r for r in questions if r < speech.round and r not in shown_rounds):
+                lines.append(f"The judge asked (after round {after}): {questions[after]}")
+                shown_rounds.add(after)
+            if view.consultancy:
+                who = "You"
+            else:
+                who = "You" if speech.side == view.side else "Opponent"
             lines.append(f"{who} (round {speech.round}, for \"{view.answers[speech.side]}\"):\n{speech.text}")
-        parts.append("Debate so far:\n\n" + "\n\n".join(lines))
+        for after in sorted(r for r in questions if r not in shown_rounds):
+            lines.append(f"The judge asked (after round {after}): {questions[after]}")
+        label = "Consultation so far" if view.consultancy else "Debate so far"
+        parts.append(f"{label}:\n\n" + "\n\n".join(lines))
     if view.round == 1:
         task = "Give your opening speech."
+    elif view.consultancy:
+        task = f"Give your speech for round {view.round} of {view.rounds}. Strengthen your case with new evidence."
     else:
         task = f"Give your speech for round {view.round} of {view.rounds}. Rebut your opponent's last points."
+    pending = questions.get(view.round - 1)
+    if pending is not None:
+        task = f"The judge asked: \"{pending}\" Answer the judge's question first, directly. Then: {task[0].lower()}{task[1:]}"
     parts.append(
         f"{task} Argue that the answer is \"{mine}\". Use at least one exact quote in <quote></quote> tags. "
         f"At most {view.word_limit} words."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+def choice_messages(
+    preamble: str, principles: str, *, question: str, answers: tuple[str, str], excerpts: str, source_title: str, first: int
+) -> list[ChatMessage]:
+    """Open protocols: ask the debater which answer it will defend; ``answers[first]`` is labelled A."""
+    order = (first, 1 - first)
+    system = (
+        f"{preamble}\n\nPrinciples you will follow:\n{principles}\n\n"
+        "Before the debate you choose which answer to defend. Choose the answer you believe is correct: "
+        "you will have to argue for it with exact quotes from the text."
+    )
+    user = "\n\n".join(
+        [
+            f"Excerpts from the text ({source_title}):\n{excerpts}",
+            f"Question: {question}",
+            "\n".join(f"{CHOICE_LABELS[pos]}: {answers[side]}" for pos, side in enumerate(order)),
+            "Which answer do you choose to defend? Reply with the single letter A or B.",
+        ]
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def critique_messages(speech_messages: Sequence[ChatMessage], draft: str, principle: str) -> list[ChatMessage]:
+    """SL-CAI critique request (Bai et al. 2022): the draft as the model's own turn, then the request."""
+    return [
+        *speech_messages,
+        {"role": "assistant", "content": draft},
+        {
+            "role": "user",
+            "content": (
+                "Critique request: identify specific ways in which your last speech breaks this principle, "
+                f"quoting the words at fault. Principle: \"{principle}\" If it breaks none, say so briefly."
+            ),
+        },
+    ]
+
+
+def revision_messages(
+    speech_messages: Sequence[ChatMessage], draft: str, principle: str, critique: str, word_limit: int
+) -> list[ChatMessage]:
+    """SL-CAI revision request: rewrite the draft to answer the critique; reply with the speech only."""
+    return [
+        *critique_messages(speech_messages, draft, principle),
+        {"role": "assistant", "content": critique},
+        {
+            "role": "user",
+            "content": (
+                "Revision request: rewrite your speech so that it follows the principle and fixes every problem "
+                f"in the critique. Keep arguing for the same answer, keep exact quotes in <quote></quote> tags, "
+                f"at most {word_limit} words. Reply with the revised speech only."
+            ),
+        },
+    ]
+
+
+def judge_question_messages(
+    principles: str, *, question: str, answers: tuple[str, str], transcript: Sequence[SpeechRecord], after_round: int
+) -> list[ChatMessage]:
+    """An AI judge (who cannot read the text) asks both debaters one question after ``after_round``."""
+    system = (
+        "You are the judge of a debate about a text you cannot read. Between rounds you may ask the debaters "
+        f"one question, which both must answer.\n\nPrinciples:\n{principles}"
+    )
+    speeches = [f"Debater for \"{answers[s.side]}\" (round {s.round}):\n{s.text}" for s in transcript]
+    user = "\n\n".join(
+        [
+            f"Question: {question}",
+            f"Answer 1: {answers[0]}\nAnswer 2: {answers[1]}",
+            "Transcript so far:\n\n" + ("\n\n".join(speeches) if speeches else "(no speeches)"),
+            f"Round {after_round} is over. Ask the one short question that would best help you decide. "
+            "Reply with the question only.",
+        ]
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def concession_messages(*, question: str, answers: tuple[str, str], side: int, speech: str) -> list[ChatMessage]:
+    """The referee's check: does a speech for ``answers[side]`` concede the other answer? A = no, B = yes."""
+    system = (
+        "You check debate speeches. A debater was assigned one answer and must argue for it. You decide whether "
+        "the speech concedes: says or clearly implies that the other answer is the correct one."
+    )
+    user = "\n\n".join(
+        [
+            f"Question: {question}",
+            f"The debater must argue for: \"{answers[side]}\"\nThe other answer: \"{answers[1 - side]}\"",
+            f"Speech:\n{speech}",
+            "Does the speech concede that the other answer is correct?\nA: no\nB: yes\nReply with the single letter A or B.",
+        ]
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
 def prompt_hash(messages: Sequence[ChatMessage]) -> str:

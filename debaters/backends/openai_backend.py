@@ -51,8 +51,8 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 
 import httpx
@@ -100,12 +100,18 @@ class OpenAIOptions:
         raw_urls = opts.get("base_urls")
         if isinstance(raw_urls, str):
             raw_urls = [raw_urls]
-        if not isinstance(raw_urls, (list, tuple)) or not raw_urls or not all(isinstance(u, str) and u for u in raw_urls):
+        if (
+            not isinstance(raw_urls, (list, tuple))
+            or not raw_urls
+            or not all(isinstance(u, str) and u for u in raw_urls)
+        ):
             raise BackendError("openai backend: `base_urls` must be a non-empty list of URLs", permanent=True)
         urls: list[str] = []
         for url in raw_urls:
             if not url.startswith(("http://", "https://")):
-                raise BackendError(f"openai backend: base URL {url!r} must start with http:// or https://", permanent=True)
+                raise BackendError(
+                    f"openai backend: base URL {url!r} must start with http:// or https://", permanent=True
+                )
             urls.append(url.rstrip("/"))
 
         api_key_env = opts.get("api_key_env")
@@ -118,7 +124,9 @@ class OpenAIOptions:
                 raise BackendError("openai backend: `extra_body` must be a JSON object", permanent=True)
             reserved = _RESERVED_BODY_KEYS.intersection(extra_body)
             if reserved:
-                raise BackendError(f"openai backend: `extra_body` may not set {', '.join(sorted(reserved))}", permanent=True)
+                raise BackendError(
+                    f"openai backend: `extra_body` may not set {', '.join(sorted(reserved))}", permanent=True
+                )
             extra_body = dict(extra_body)
 
         max_logprobs = opts.get("max_logprobs", MAX_TOP_LOGPROBS)
@@ -206,7 +214,9 @@ class OpenAIBackend(ModelAPI):
         self._balancer = _Balancer(self.options.base_urls, self.options.cooldown_s)
         # httpx clients hold connections bound to the event loop that opened them, and a worker may run
         # several loops over the life of this (cached) instance: one client per loop.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = weakref.WeakKeyDictionary()
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         self._clients_lock = threading.Lock()
 
     # ----- public API -----
@@ -220,19 +230,21 @@ class OpenAIBackend(ModelAPI):
         usage: tuple[int, int] | None = None
         async with self._post(body) as (response, url):
             try:
-                async for data in _sse_data(response.aiter_lines()):
-                    if data == "[DONE]":
-                        break
-                    chunk = _parse_json(data, url)
-                    _raise_for_error_event(chunk, url)
-                    usage = _usage(chunk) or usage
-                    text, reason = _first_choice(chunk)
-                    if reason is not None:
-                        finish = reason
-                    if text:
-                        pieces.append(text)
-                        text_chunks += 1
-                        yield Delta(text)
+                # aclosing: a consumer that stops early must not leave the parser for the GC to finalise.
+                async with aclosing(_sse_data(response.aiter_lines())) as events:
+                    async for data in events:
+                        if data == "[DONE]":
+                            break
+                        chunk = _parse_json(data, url)
+                        _raise_for_error_event(chunk, url)
+                        usage = _usage(chunk) or usage
+                        text, reason = _first_choice(chunk)
+                        if reason is not None:
+                            finish = reason
+                        if text:
+                            pieces.append(text)
+                            text_chunks += 1
+                            yield Delta(text)
             except httpx.TransportError as exc:
                 if finish is None:
                     raise _transport_error(exc, url, self.options.timeout_s) from exc
@@ -332,7 +344,9 @@ class OpenAIBackend(ModelAPI):
         if name:
             key = os.environ.get(name)
             if not key:
-                raise BackendError(f"openai backend: environment variable {name} (api_key_env) is not set", permanent=True)
+                raise BackendError(
+                    f"openai backend: environment variable {name} (api_key_env) is not set", permanent=True
+                )
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
@@ -405,7 +419,7 @@ class OpenAIBackend(ModelAPI):
 # ----- protocol helpers (pure functions) -----
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncGenerator[str, None]:
     """The ``data`` of each server-sent event; multi-line data is joined with newlines, comments dropped."""
     data: list[str] = []
     async for line in lines:

@@ -147,7 +147,9 @@ class ResilientModel(ModelAPI):
         self._rng = rng or random.Random()
         # asyncio.Semaphore binds to the first loop that waits on it; one per loop keeps a cached wrapper
         # usable from worker tasks that each run their own loop.
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+            weakref.WeakKeyDictionary()
+        )
         self._semaphores_lock = threading.Lock()
 
     # ----- ModelAPI -----
@@ -173,7 +175,7 @@ class ResilientModel(ModelAPI):
                         failure = BackendError("the backend ended a stream without a final result")
                         break
                     except TimeoutError as exc:
-                        failure = BackendError(f"no stream item within {self.timeout_s:g}s")
+                        failure = BackendError(f"no stream item within {_seconds(self.timeout_s)}")
                         failure.__cause__ = exc
                         break
                     except Exception as exc:
@@ -220,7 +222,8 @@ class ResilientModel(ModelAPI):
 
     def backoff_delay(self, attempt: int) -> float:
         """The sleep after failed attempt ``attempt`` (1-based): jittered in ``[d/2, d]``, see the class doc."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        # The exponent is capped so a huge max_retries cannot overflow the float.
+        ceiling = min(self.max_delay_s, self.base_delay_s * 2.0 ** min(attempt - 1, 60))
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]], timeout_s: float | None) -> T:
@@ -235,7 +238,7 @@ class ResilientModel(ModelAPI):
             except Exception as exc:
                 failure: Exception = exc
                 if isinstance(exc, TimeoutError):
-                    failure = BackendError(f"{operation} took longer than {timeout_s:g}s")
+                    failure = BackendError(f"{operation} took longer than {_seconds(timeout_s)}")
                     failure.__cause__ = exc
                 await self._before_retry(operation, attempt, failure)
 
@@ -266,6 +269,11 @@ class ResilientModel(ModelAPI):
                 semaphore = self._semaphores[loop] = asyncio.Semaphore(self.max_concurrency)
         async with semaphore:
             yield
+
+
+def _seconds(timeout_s: float | None) -> str:
+    # A TimeoutError can come from inside the backend even when this wrapper sets no timeout.
+    return "the backend's own timeout" if timeout_s is None else f"{timeout_s:g}s"
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ The scheduler runs its own decoding loop over a *running batch* (continuous batc
 * Rows are left-padded; a 2-D attention mask marks real tokens and position ids come from the
   mask, so a row's numbers do not depend on how much padding it carries.
 * Newcomers are admitted first-in-first-out at the next step: they are prefilled as their own
-  left-padded batch, then their ``DynamicCache`` tensors are merged into the running batch's by
+  left-padded batch, then their KV-cache tensors are merged into the running batch's by
   left-padding the shorter cache along the sequence axis. Nobody waits for a running batch to
   finish, so no request starves; ``max_batch_size`` bounds the running batch and
   ``max_prefill_tokens`` bounds one prefill (at least one request is always admitted).
@@ -63,7 +63,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
 
 from debaters.backends.base import (
     BackendError,
@@ -253,7 +254,7 @@ class _Scheduler:
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self._waiting: collections.deque[_Row] = collections.deque()
         self._rows: list[_Row] = []
-        self._cache: DynamicCache | None = None
+        self._cache: Cache | None = None
         self._mask: torch.Tensor | None = None  # [B, T] long, 1 = real token in the cache
         self._next: torch.Tensor | None = None  # [B] sampled tokens not yet fed to the model
         self._pos: torch.Tensor | None = None  # [B] position id of the next fed token
@@ -458,20 +459,20 @@ class _Scheduler:
             return
         if len(alive) < len(group):
             index = torch.tensor(alive, device=mask.device)
-            cache.batch_select_indices(index)
+            for layer in _layers(cache):
+                layer.select_rows(index, 0)
             mask = mask.index_select(0, index)
         rows = [group[i] for i in alive]
         nxt = torch.tensor([tokens[i] for i in alive], device=mask.device)
         pos = mask.sum(dim=1)
         self._merge(rows, cache, mask, nxt, pos)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    def _prefill(self, prompts: list[list[int]]) -> tuple[Cache, torch.Tensor, torch.Tensor]:
         """Run left-padded prompts; return their cache, mask and next-token logits ``[n, V]``."""
         assert self.model is not None
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-        # No config: every layer is a plain DynamicLayer, whose tensors _merge/_keep can reshape.
-        cache = DynamicCache()
+        cache = Cache(layer_class_to_replicate=_BufferedLayer)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
         return out.cache, mask, out.logits[:, -1, :]
 
@@ -484,7 +485,7 @@ class _Scheduler:
             mask[i, longest - len(prompt) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _merge(self, rows: list[_Row], cache: DynamicCache, mask: torch.Tensor, nxt: torch.Tensor, pos: torch.Tensor) -> None:
+    def _merge(self, rows: list[_Row], cache: Cache, mask: torch.Tensor, nxt: torch.Tensor, pos: torch.Tensor) -> None:
         """Append prefilled rows to the running batch, left-padding the shorter cache."""
         if not self._rows:
             self._rows, self._cache, self._mask, self._next, self._pos = rows, cache, mask, nxt, pos
@@ -492,8 +493,7 @@ class _Scheduler:
         assert self._cache is not None and self._mask is not None and self._next is not None and self._pos is not None
         width = max(self._mask.shape[1], mask.shape[1])
         for old, new in zip(_layers(self._cache), _layers(cache), strict=True):
-            old.keys = torch.cat([_pad_seq(old.keys, width), _pad_seq(new.keys, width)], dim=0)
-            old.values = torch.cat([_pad_seq(old.values, width), _pad_seq(new.values, width)], dim=0)
+            old.stack_below(new, width)
         self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)), F.pad(mask, (width - mask.shape[1], 0))], dim=0)
         self._next = torch.cat([self._next, nxt])
         self._pos = torch.cat([self._pos, pos])
@@ -512,8 +512,7 @@ class _Scheduler:
         # Rows are [padding..., tokens...]; the smallest leading padding can go for every row.
         trim = int(mask.argmax(dim=1).min())
         for layer in _layers(self._cache):
-            layer.keys = layer.keys.index_select(0, index)[:, :, trim:, :]
-            layer.values = layer.values.index_select(0, index)[:, :, trim:, :]
+            layer.select_rows(index, trim)
         self._mask = mask[:, trim:]
         self._next = self._next.index_select(0, index)
         self._pos = self._pos.index_select(0, index)
@@ -695,23 +694,83 @@ def _deliver(items: list[tuple[_Job, StreamItem | list[float] | BackendError]]) 
         job.queue.put_nowait(item)
 
 
-class _KVLayer:
-    """The two tensors of one cache layer; typing aid for the DynamicLayer attributes we reshape."""
+class _BufferedLayer(DynamicLayer):
+    """A cache layer whose ``keys``/``values`` are views into buffers with room to grow.
 
-    keys: torch.Tensor
-    values: torch.Tensor
+    transformers' ``DynamicLayer`` concatenates the whole cache with each new token, copying every
+    layer's keys and values at every decoding step; on a CPU that copy costs as much as the
+    attention itself. Here a step writes one column in place and the buffers grow by a margin
+    only when full. Shapes are ``[batch, kv_heads, seq, head_dim]``; the scheduler reshapes the
+    batch with :meth:`select_rows` and :meth:`stack_below`.
+    """
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__()
+        self._kbuf: torch.Tensor | None = None
+        self._vbuf: torch.Tensor | None = None
+        self._len = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        n = key_states.shape[-2]
+        if self._kbuf is None or self._vbuf is None or self._len + n > self._kbuf.shape[2]:
+            self._reserve(key_states, value_states, self._len + n)
+        assert self._kbuf is not None and self._vbuf is not None
+        self._kbuf[:, :, self._len : self._len + n].copy_(key_states)
+        self._vbuf[:, :, self._len : self._len + n].copy_(value_states)
+        self._len += n
+        self._sync()
+        return self.keys, self.values  # type: ignore[return-value]
+
+    def _reserve(self, key_states: torch.Tensor, value_states: torch.Tensor, needed: int) -> None:
+        capacity = needed + max(64, needed // 4)
+        kbuf = key_states.new_empty((*key_states.shape[:2], capacity, key_states.shape[3]))
+        vbuf = value_states.new_empty((*value_states.shape[:2], capacity, value_states.shape[3]))
+        if self._kbuf is not None and self._vbuf is not None and self._len:
+            kbuf[:, :, : self._len].copy_(self._kbuf[:, :, : self._len])
+            vbuf[:, :, : self._len].copy_(self._vbuf[:, :, : self._len])
+        self._kbuf, self._vbuf = kbuf, vbuf
+
+    def _sync(self) -> None:
+        assert self._kbuf is not None and self._vbuf is not None
+        self.keys = self._kbuf[:, :, : self._len]
+        self.values = self._vbuf[:, :, : self._len]
+
+    def get_seq_length(self) -> int:
+        return self._len
+
+    def select_rows(self, index: torch.Tensor, trim: int) -> None:
+        """Keep batch rows ``index`` and drop the first ``trim`` (all-padding) columns."""
+        assert self._kbuf is not None and self._vbuf is not None
+        self._kbuf = self._kbuf.index_select(0, index)[:, :, trim:]
+        self._vbuf = self._vbuf.index_select(0, index)[:, :, trim:]
+        self._len -= trim
+        self._sync()
+
+    def stack_below(self, other: _BufferedLayer, width: int) -> None:
+        """Append ``other``'s rows to this batch, both right-aligned in ``width`` columns.
+
+        The padding columns are zero: a masked key gets no weight, but a masked value is still
+        multiplied by that zero weight, so it must not be NaN.
+        """
+        assert self._kbuf is not None and self._vbuf is not None and other._kbuf is not None and other._vbuf is not None
+        mine, theirs = self._kbuf.shape[0], other._kbuf.shape[0]
+        capacity = width + max(64, width // 4)
+        shape = (mine + theirs, self._kbuf.shape[1], capacity, self._kbuf.shape[3])
+        kbuf, vbuf = self._kbuf.new_zeros(shape), self._vbuf.new_zeros(shape)
+        for rows, layer in ((slice(0, mine), self), (slice(mine, mine + theirs), other)):
+            start = width - layer._len
+            kbuf[rows, :, start:width].copy_(layer._kbuf[:, :, : layer._len])
+            vbuf[rows, :, start:width].copy_(layer._vbuf[:, :, : layer._len])
+        self._kbuf, self._vbuf, self._len = kbuf, vbuf, width
+        self._sync()
 
 
-def _layers(cache: DynamicCache) -> list[_KVLayer]:
-    # transformers 5 keeps one DynamicLayer per model layer in ``cache.layers`` with ``keys`` and
-    # ``values`` of shape [batch, kv_heads, seq, head_dim]; merging and trimming rebind them.
-    return list(cache.layers)  # type: ignore[arg-type]
-
-
-def _pad_seq(tensor: torch.Tensor, width: int) -> torch.Tensor:
-    """Left-pad ``[B, H, T, D]`` with zeros along T to ``width`` (masked out by the attention mask)."""
-    extra = width - tensor.shape[2]
-    return tensor if extra == 0 else F.pad(tensor, (0, 0, extra, 0))
+def _layers(cache: Cache) -> list[_BufferedLayer]:
+    layers = list(cache.layers)
+    assert all(isinstance(layer, _BufferedLayer) for layer in layers)
+    return layers  # type: ignore[return-value]
 
 
 def _find_stop(text: str, stops: tuple[str, ...], start: int) -> int | None:

@@ -70,19 +70,25 @@ def test_it_sends_anonymous_visitors_of_a_debate_to_the_login_page(client: Clien
 
 
 def test_it_takes_no_verdict_from_an_anonymous_post(client: Client, finished_debate: Debate) -> None:
-    response = client.post(f"/judge/debates/{finished_debate.pk}/", {"p_first": "0.8", "p_second": "0.2", "reason": "x" * 20})
+    response = client.post(
+        f"/judge/debates/{finished_debate.pk}/", {"p_first": "0.8", "p_second": "0.2", "reason": "x" * 20}
+    )
 
     assert response.status_code == 302
     assert not finished_debate.verdicts.exists()
 
 
-def test_it_hides_another_judges_debate_from_a_judge(charlie, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_hides_another_judges_debate_from_a_judge(  # type: ignore[no-untyped-def]
+    charlie, finished_debate: Debate,
+) -> None:
     response = _client(charlie).get(f"/judge/debates/{finished_debate.pk}/")
 
     assert response.status_code == 404
 
 
-def test_it_takes_no_verdict_from_a_judge_not_assigned(charlie, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_takes_no_verdict_from_a_judge_not_assigned(  # type: ignore[no-untyped-def]
+    charlie, finished_debate: Debate,
+) -> None:
     response = _client(charlie).post(
         f"/judge/debates/{finished_debate.pk}/", {"p_first": "0.8", "p_second": "0.2", "reason": "x" * 20}
     )
@@ -91,28 +97,36 @@ def test_it_takes_no_verdict_from_a_judge_not_assigned(charlie, finished_debate:
     assert not finished_debate.verdicts.exists()
 
 
-def test_it_answers_a_missing_debate_and_someone_elses_the_same_way(charlie, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_answers_a_missing_debate_and_someone_elses_the_same_way(  # type: ignore[no-untyped-def]
+    charlie, finished_debate: Debate,
+) -> None:
     client = _client(charlie)
 
     assert client.get(f"/judge/debates/{finished_debate.pk}/").status_code == 404
     assert client.get(f"/judge/debates/{finished_debate.pk + 1000}/").status_code == 404
 
 
-def test_it_leaves_another_judges_debate_out_of_a_judges_queue(charlie, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_leaves_another_judges_debate_out_of_a_judges_queue(  # type: ignore[no-untyped-def]
+    charlie, finished_debate: Debate,
+) -> None:
     response = _client(charlie).get("/judge/")
 
     assert response.status_code == 200
     assert f"/judge/debates/{finished_debate.pk}/" not in response.content.decode()
 
 
-def test_it_lists_an_assigned_debate_in_the_judges_queue(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_lists_an_assigned_debate_in_the_judges_queue(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate,
+) -> None:
     response = _client(bob).get("/judge/")
 
     assert f"/judge/debates/{finished_debate.pk}/" in response.content.decode()
 
 
 @pytest.mark.parametrize("path", ["/debates/", "/debates/{id}/"])
-def test_it_forbids_researcher_pages_to_a_judge(bob, finished_debate: Debate, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_it_forbids_researcher_pages_to_a_judge(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, path: str,
+) -> None:
     response = _client(bob).get(path.format(id=finished_debate.pk))
 
     assert response.status_code == 403
@@ -134,14 +148,18 @@ def test_it_forbids_starting_a_debate_to_a_judge(bob, question: Question) -> Non
     assert not Debate.objects.exists()
 
 
-def test_it_forbids_judge_pages_to_a_researcher_who_is_not_a_judge(alice, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_forbids_judge_pages_to_a_researcher_who_is_not_a_judge(  # type: ignore[no-untyped-def]
+    alice, finished_debate: Debate,
+) -> None:
     client = _client(alice)
 
     assert client.get("/judge/").status_code == 403
     assert client.get(f"/judge/debates/{finished_debate.pk}/").status_code == 403
 
 
-def test_it_shows_a_researcher_the_gold_answer_and_the_source(alice, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_shows_a_researcher_the_gold_answer_and_the_source(  # type: ignore[no-untyped-def]
+    alice, finished_debate: Debate,
+) -> None:
     """The leak tests below would prove nothing if these were never rendered anywhere."""
     body = _client(alice).get(f"/debates/{finished_debate.pk}/").content.decode()
 
@@ -153,7 +171,9 @@ def test_it_shows_a_researcher_the_gold_answer_and_the_source(alice, finished_de
 
 
 @pytest.mark.parametrize("path", ["/judge/", "/judge/debates/{id}/"])
-def test_it_never_shows_a_judge_the_source_text(bob, finished_debate: Debate, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_it_never_shows_a_judge_the_source_text(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, path: str,
+) -> None:
     body = _client(bob).get(path.format(id=finished_debate.pk)).content.decode()
 
     assert not _leaks(body, _source_slice(finished_debate.question))
@@ -161,7 +181,9 @@ def test_it_never_shows_a_judge_the_source_text(bob, finished_debate: Debate, pa
 
 
 @pytest.mark.parametrize("path", ["/judge/", "/judge/debates/{id}/"])
-def test_it_does_not_mark_the_gold_answer_for_a_judge_before_the_verdict(bob, finished_debate: Debate, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_it_does_not_mark_the_gold_answer_for_a_judge_before_the_verdict(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, path: str,
+) -> None:
     body = _client(bob).get(path.format(id=finished_debate.pk)).content.decode()
 
     lowered = body.lower()
@@ -170,7 +192,9 @@ def test_it_does_not_mark_the_gold_answer_for_a_judge_before_the_verdict(bob, fi
     assert 'id="reveal"' not in body
 
 
-def test_it_does_not_name_the_source_to_a_judge_before_the_verdict(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_does_not_name_the_source_to_a_judge_before_the_verdict(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate,
+) -> None:
     title = finished_debate.question.source_title
     client = _client(bob)
 
@@ -179,7 +203,9 @@ def test_it_does_not_name_the_source_to_a_judge_before_the_verdict(bob, finished
 
 
 @pytest.mark.parametrize("path", ["/judge/", "/judge/debates/{id}/"])
-def test_it_renders_the_same_judge_page_whichever_answer_is_gold(bob, finished_debate: Debate, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_it_renders_the_same_judge_page_whichever_answer_is_gold(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, path: str,
+) -> None:
     """Nothing a judge receives before the verdict may depend on which answer is correct."""
     client = _client(bob)
     url = path.format(id=finished_debate.pk)
@@ -192,10 +218,13 @@ def test_it_renders_the_same_judge_page_whichever_answer_is_gold(bob, finished_d
     assert before == after
 
 
-def test_it_sends_the_judge_page_only_the_agreed_client_config(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_sends_the_judge_page_only_the_agreed_client_config(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate,
+) -> None:
     response = _client(bob).get(f"/judge/debates/{finished_debate.pk}/")
 
-    match = re.search(r'<script id="client-config" type="application/json">(.*?)</script>', response.content.decode(), re.S)
+    pattern = r'<script id="client-config" type="application/json">(.*?)</script>'
+    match = re.search(pattern, response.content.decode(), re.S)
     assert match is not None
     config = json.loads(match.group(1))
     assert set(config) == {"debateId", "wsPath", "sideLabels", "sideAnswers"}
@@ -205,7 +234,9 @@ def test_it_sends_the_judge_page_only_the_agreed_client_config(bob, finished_deb
 
 
 @pytest.mark.parametrize("shown_first", [0, 1])
-def test_it_shows_the_judge_the_answers_in_the_assignments_order(bob, finished_debate: Debate, shown_first: int) -> None:  # type: ignore[no-untyped-def]
+def test_it_shows_the_judge_the_answers_in_the_assignments_order(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, shown_first: int,
+) -> None:
     Assignment.objects.filter(debate=finished_debate, judge=bob).update(shown_first=shown_first)
     answers = finished_debate.question.answers
 
@@ -237,7 +268,9 @@ def hostile_debate(finished_debate: Debate) -> Debate:
     return finished_debate
 
 
-def test_it_escapes_script_tags_on_the_researcher_page(alice, hostile_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_escapes_script_tags_on_the_researcher_page(  # type: ignore[no-untyped-def]
+    alice, hostile_debate: Debate,
+) -> None:
     body = _client(alice).get(f"/debates/{hostile_debate.pk}/").content.decode()
 
     assert XSS not in body
@@ -253,19 +286,24 @@ def test_it_escapes_script_tags_on_the_judge_page(bob, hostile_debate: Debate) -
     assert "\\u003Cscript\\u003Ealert(1)\\u003C/script\\u003E" in body  # the answer inside json_script
 
 
-def test_it_escapes_script_tags_in_the_judges_queue(bob, hostile_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_escapes_script_tags_in_the_judges_queue(  # type: ignore[no-untyped-def]
+    bob, hostile_debate: Debate,
+) -> None:
     body = _client(bob).get("/judge/").content.decode()
 
     assert XSS not in body
     assert "&lt;script&gt;" in body
 
 
-def test_it_escapes_script_tags_in_a_verdict_reason_and_its_reveal(alice, bob, hostile_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+def test_it_escapes_script_tags_in_a_verdict_reason_and_its_reveal(  # type: ignore[no-untyped-def]
+    alice, bob, hostile_debate: Debate,
+) -> None:
     judge = _client(bob)
     url = f"/judge/debates/{hostile_debate.pk}/"
     judge.post(url, {"p_first": "0.8", "p_second": "0.2", "reason": f"Convincing. {XSS}"})
     assert hostile_debate.verdicts.count() == 1
 
-    for body in (judge.get(url).content.decode(), _client(alice).get(f"/debates/{hostile_debate.pk}/").content.decode()):
+    researcher_page = _client(alice).get(f"/debates/{hostile_debate.pk}/").content.decode()
+    for body in (judge.get(url).content.decode(), researcher_page):
         assert XSS not in body
         assert f"Convincing. {ESCAPED_XSS}" in body

@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
@@ -50,7 +51,9 @@ async def session_cookie(username: str) -> bytes:
     return f"sessionid={await sync_to_async(_do)()}".encode()
 
 
-async def communicator_for(debate_id: int, cookie: bytes | None = None, origin: tuple[bytes, bytes] = ORIGIN) -> WebsocketCommunicator:
+async def communicator_for(
+    debate_id: int, cookie: bytes | None = None, origin: tuple[bytes, bytes] = ORIGIN,
+) -> WebsocketCommunicator:
     headers = [origin]
     if cookie is not None:
         headers.append((b"cookie", cookie))
@@ -64,7 +67,7 @@ async def connected(debate_id: int, username: str) -> WebsocketCommunicator:
     return comm
 
 
-@pytest.fixture
+@pytest_asyncio.fixture
 async def clean_inflight() -> AsyncIterator[list[int]]:
     """Debate ids whose in-flight record in Redis is removed before use and after the test."""
     ids: list[int] = []
@@ -103,14 +106,17 @@ async def test_it_refuses_an_anonymous_client(finished_debate: Debate) -> None:
 
 
 async def test_it_refuses_a_foreign_origin(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
-    comm = await communicator_for(finished_debate.pk, await session_cookie("bob"), origin=(b"origin", b"http://evil.example"))
+    cookie = await session_cookie("bob")
+    comm = await communicator_for(finished_debate.pk, cookie, origin=(b"origin", b"http://evil.example"))
 
     ok, _ = await comm.connect(timeout=TIMEOUT)
 
     assert not ok
 
 
-async def test_it_refuses_a_client_without_an_origin(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+async def test_it_refuses_a_client_without_an_origin(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate,
+) -> None:
     comm = WebsocketCommunicator(
         application, f"/ws/debates/{finished_debate.pk}/", headers=[(b"cookie", await session_cookie("bob"))]
     )
@@ -120,7 +126,9 @@ async def test_it_refuses_a_client_without_an_origin(bob, finished_debate: Debat
     assert not ok
 
 
-async def test_it_refuses_a_judge_not_assigned_to_the_debate(charlie, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+async def test_it_refuses_a_judge_not_assigned_to_the_debate(  # type: ignore[no-untyped-def]
+    charlie, finished_debate: Debate,
+) -> None:
     comm = await communicator_for(finished_debate.pk, await session_cookie("charlie"))
 
     ok, code = await comm.connect(timeout=TIMEOUT)
@@ -129,7 +137,9 @@ async def test_it_refuses_a_judge_not_assigned_to_the_debate(charlie, finished_d
     assert code == 4403
 
 
-async def test_it_refuses_a_debate_that_does_not_exist(bob, finished_debate: Debate) -> None:  # type: ignore[no-untyped-def]
+async def test_it_refuses_a_debate_that_does_not_exist(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate,
+) -> None:
     comm = await communicator_for(finished_debate.pk + 1000, await session_cookie("bob"))
 
     ok, code = await comm.connect(timeout=TIMEOUT)
@@ -174,7 +184,7 @@ async def test_it_sends_a_judge_nothing_of_the_source_or_the_gold_answer(
     bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
 ) -> None:
     await _forget(clean_inflight, finished_debate.pk)
-    question = finished_debate.question
+    question = await sync_to_async(lambda: finished_debate.question)()
     text = question.source_text
     pieces = [text[:200], text[len(text) // 2 : len(text) // 2 + 200], text[-200:]]
     comm = await connected(finished_debate.pk, "bob")

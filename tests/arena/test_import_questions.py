@@ -215,11 +215,6 @@ def test_it_reports_non_utf8_bytes_and_imports_nothing(tmp_path: Path) -> None:
     assert Question.objects.count() == 0
 
 
-@pytest.mark.xfail(
-    reason="BUG: arena/importing.py reports a non-UTF-8 line as line 0 (the decode error escapes the line loop), "
-    "not with its line number",
-    strict=True,
-)
 def test_it_reports_the_line_number_of_non_utf8_bytes(tmp_path: Path) -> None:
     path = tmp_path / "latin1.jsonl"
     good = json.dumps(_good("ok")).encode() + b"\n"

@@ -18,27 +18,37 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 
 from debaters.backends import backend_class
-from debaters.backends.base import BackendError, BackendSpec, Delta, Final, GenerateRequest, SamplingParams
+from debaters.backends.base import (
+    BackendError,
+    BackendSpec,
+    ChatMessage,
+    Delta,
+    Final,
+    GenerateRequest,
+    SamplingParams,
+    StreamItem,
+)
 from debaters.backends.openai_backend import OpenAIBackend
 from debaters.backends.resilient import ResilientModel, RetryEvent, StreamInterrupted
 
 pytestmark = pytest.mark.timeout(120)
 
 WORDS = ["Hello", ",", " wor", "ld", "!"]
-MESSAGES = ({"role": "user", "content": "Say hello."},)
+MESSAGES: tuple[ChatMessage, ...] = ({"role": "user", "content": "Say hello."},)
 
 
 def _request(max_tokens: int = 16, **params: object) -> GenerateRequest:
-    return GenerateRequest(messages=MESSAGES, params=SamplingParams(max_tokens=max_tokens, **params))  # type: ignore[arg-type]
+    return GenerateRequest(messages=MESSAGES, params=SamplingParams(max_tokens=max_tokens).replace(**params))
 
 
 def _backend(*base_urls: str, model: str = "test-model", **options: object) -> OpenAIBackend:
@@ -116,14 +126,18 @@ def _chunk(text: str | None = None, finish: str | None = None, role: str | None 
         delta["role"] = role
     if text is not None:
         delta["content"] = text
-    return {"id": "c1", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return {
+        "id": "c1",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # chunked streams, as uvicorn and vLLM send them
     server: ScriptedServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     # -- plumbing --
@@ -169,14 +183,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._event(_chunk(word))
         self._event(_chunk(finish=finish))
         if usage:
-            self._event({"id": "c1", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)}})
+            self._event(
+                {
+                    "id": "c1",
+                    "choices": [],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": len(words), "total_tokens": 11 + len(words)},
+                }
+            )
         if done:
             self._event("[DONE]")
         self._end_stream()
 
     # -- dispatch --
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
         body = json.loads(raw)
         scenario = self.path.strip("/").split("/")[0]
@@ -209,7 +229,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(429, {"error": {"message": "rate limited", "code": 429}})
 
     def _scenario_err400(self, body: dict[str, object]) -> None:
-        self._json(400, {"error": {"message": "max_tokens is too large: 99999", "type": "BadRequestError", "code": 400}})
+        self._json(
+            400, {"error": {"message": "max_tokens is too large: 99999", "type": "BadRequestError", "code": 400}}
+        )
 
     def _scenario_err422(self, body: dict[str, object]) -> None:
         self._json(422, {"detail": "Unexpected fields in the request: {'guided_choice'}"})
@@ -265,26 +287,45 @@ class _Handler(BaseHTTPRequestHandler):
         # One delta per 50 ms, max_tokens of them: a request that stays outstanding for a while.
         count = body.get("max_tokens")
         self._start_stream()
-        for _ in range(count if isinstance(count, int) else 1):
-            time.sleep(0.05)
-            self._event(_chunk("z"))
-        self._event(_chunk(finish="length"))
-        self._event("[DONE]")
-        self._end_stream()
+        try:
+            for _ in range(count if isinstance(count, int) else 1):
+                time.sleep(0.05)
+                self._event(_chunk("z"))
+            self._event(_chunk(finish="length"))
+            self._event("[DONE]")
+            self._end_stream()
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def _logprobs_reply(self, top: list[tuple[str, float]] | None) -> None:
-        choice: dict[str, object] = {"index": 0, "message": {"role": "assistant", "content": top[0][0] if top else "A"}, "finish_reason": "length"}
+        choice: dict[str, object] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": top[0][0] if top else "A"},
+            "finish_reason": "length",
+        }
         if top is not None:
             entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
             choice["logprobs"] = {"content": [{"token": top[0][0], "logprob": top[0][1], "top_logprobs": entries}]}
-        self._json(200, {"id": "c2", "object": "chat.completion", "choices": [choice], "usage": {"prompt_tokens": 9, "completion_tokens": 1}})
+        self._json(
+            200,
+            {
+                "id": "c2",
+                "object": "chat.completion",
+                "choices": [choice],
+                "usage": {"prompt_tokens": 9, "completion_tokens": 1},
+            },
+        )
 
     def _scenario_logprobs(self, body: dict[str, object]) -> None:
         # " A" and "A" are the same label once stripped; "Because" is off-label and is renormalised away.
-        self._logprobs_reply([("A", math.log(0.5)), (" A", math.log(0.1)), ("B", math.log(0.2)), ("Because", math.log(0.15))])
+        self._logprobs_reply(
+            [("A", math.log(0.5)), (" A", math.log(0.1)), ("B", math.log(0.2)), ("Because", math.log(0.15))]
+        )
 
     def _scenario_logprobsflip(self, body: dict[str, object]) -> None:
-        self._logprobs_reply([("B", math.log(0.5)), (" B", math.log(0.1)), ("A", math.log(0.2)), ("Because", math.log(0.15))])
+        self._logprobs_reply(
+            [("B", math.log(0.5)), (" B", math.log(0.1)), ("A", math.log(0.2)), ("Because", math.log(0.15))]
+        )
 
     def _scenario_nologprobs(self, body: dict[str, object]) -> None:
         self._logprobs_reply(None)
@@ -355,7 +396,9 @@ async def test_it_accepts_a_finished_stream_without_done(server: ScriptedServer)
 
 
 @pytest.mark.asyncio
-async def test_it_sends_sampling_params_extra_body_and_the_key_from_the_env(server: ScriptedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_it_sends_sampling_params_extra_body_and_the_key_from_the_env(
+    server: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("ARENA_TEST_OPENAI_KEY", "sk-test-123")
     extra = {"structured_outputs": {"choice": ["A", "B"]}, "chat_template_kwargs": {"enable_thinking": False}}
     backend = _backend(server.url("echo"), api_key_env="ARENA_TEST_OPENAI_KEY", extra_body=extra)
@@ -368,7 +411,13 @@ async def test_it_sends_sampling_params_extra_body_and_the_key_from_the_env(serv
     assert body["model"] == "test-model"
     assert body["messages"] == [{"role": "user", "content": "Say hello."}]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
-    assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"], body["stop"]) == (7, 0.3, 0.9, 42, ["\n\n"])
+    assert (body["max_tokens"], body["temperature"], body["top_p"], body["seed"], body["stop"]) == (
+        7,
+        0.3,
+        0.9,
+        42,
+        ["\n\n"],
+    )
     assert body["structured_outputs"] == {"choice": ["A", "B"]}
     assert body["chat_template_kwargs"] == {"enable_thinking": False}
 
@@ -384,14 +433,15 @@ async def test_it_sends_sampling_params_extra_body_and_the_key_from_the_env(serv
 
 
 def test_it_rejects_bad_options() -> None:
-    for options in (
+    bad_options: list[dict[str, object]] = [
         {},
         {"base_urls": []},
         {"base_urls": ["ftp://x"]},
         {"base_urls": ["http://x/v1"], "timeout_s": 0},
         {"base_urls": ["http://x/v1"], "extra_body": {"stream": False}},
         {"base_urls": ["http://x/v1"], "api_key_env": 5},
-    ):
+    ]
+    for options in bad_options:
         with pytest.raises(BackendError) as info:
             OpenAIBackend(BackendSpec(backend="openai", model="m", options=options))
         assert info.value.permanent
@@ -406,7 +456,9 @@ def test_it_rejects_bad_options() -> None:
     ("scenario", "message"),
     [("err400", "max_tokens is too large"), ("err422", "Unexpected fields"), ("err404", "does not exist")],
 )
-async def test_it_reports_client_errors_as_permanent_with_the_servers_message(server: ScriptedServer, scenario: str, message: str) -> None:
+async def test_it_reports_client_errors_as_permanent_with_the_servers_message(
+    server: ScriptedServer, scenario: str, message: str
+) -> None:
     backend = _backend(server.url(scenario))
     with pytest.raises(BackendError) as info:
         await _collect(backend, _request())
@@ -483,7 +535,9 @@ async def test_it_retries_a_refused_connection_with_backoff_then_gives_up() -> N
 
     sleep = FakeSleep()
     events: list[RetryEvent] = []
-    model = ResilientModel(backend, max_retries=3, base_delay_s=1.0, max_delay_s=3.0, sleep=sleep, on_retry=events.append)
+    model = ResilientModel(
+        backend, max_retries=3, base_delay_s=1.0, max_delay_s=3.0, sleep=sleep, on_retry=events.append
+    )
     with pytest.raises(BackendError) as info:
         await _collect(model, _request())
     assert not info.value.permanent and "4 attempts" in info.value.message
@@ -496,9 +550,20 @@ async def test_it_retries_a_refused_connection_with_backoff_then_gives_up() -> N
 # ----- the scripted server: cancellation -----
 
 
+async def _wait_for_disconnect(server: ScriptedServer, count: int) -> float:
+    """When the server saw its ``count``-th client disconnect (fails after 2 s)."""
+    deadline = time.monotonic() + 2
+    while len(server.disconnects) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert len(server.disconnects) >= count, "the server never saw the client go"
+    return server.disconnects[count - 1]
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("wrapped", [False, True])
-async def test_it_closes_the_stream_promptly_when_the_consumer_is_cancelled(server: ScriptedServer, wrapped: bool) -> None:
+async def test_it_closes_the_stream_promptly_when_the_consumer_is_cancelled(
+    server: ScriptedServer, wrapped: bool
+) -> None:
     backend = _backend(server.url("slow"))
     model: OpenAIBackend | ResilientModel = ResilientModel(backend, max_concurrency=1) if wrapped else backend
     started = asyncio.Event()
@@ -518,17 +583,30 @@ async def test_it_closes_the_stream_promptly_when_the_consumer_is_cancelled(serv
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    deadline = time.monotonic() + 2
-    while len(server.disconnects) == before and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    assert len(server.disconnects) == before + 1, "the server never saw the client go"
-    assert server.disconnects[-1] - cancelled_at < 1.0
+    assert await _wait_for_disconnect(server, before + 1) - cancelled_at < 1.0
     assert backend.in_flight() == {server.url("slow"): 0}
     if isinstance(model, ResilientModel):
-        # The concurrency slot came back too: another request gets through the limit of one.
-        _, final = await asyncio.wait_for(_collect(ResilientModel(_backend(server.url("ok")), max_concurrency=1), _request()), 5)
-        assert final.text == "Hello, world!"
+        # The wrapper's only concurrency slot came back: a new stream on it starts at once.
+        again = cast(AsyncGenerator[StreamItem, None], model.generate(_request()))
+        assert isinstance(await asyncio.wait_for(anext(again), 5), Delta)
+        await again.aclose()
+        await _wait_for_disconnect(server, before + 2)
     await model.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_closes_the_stream_when_the_consumer_stops_early(server: ScriptedServer) -> None:
+    backend = _backend(server.url("slow"))
+    before = len(server.disconnects)
+    stream = cast(AsyncGenerator[StreamItem, None], backend.generate(_request()))
+    async for item in stream:
+        assert isinstance(item, Delta)
+        break
+    closed_at = time.monotonic()
+    await stream.aclose()
+    assert await _wait_for_disconnect(server, before + 1) - closed_at < 1.0
+    assert backend.in_flight() == {server.url("slow"): 0}
+    await backend.aclose()
 
 
 # ----- the scripted server: load balancing -----
@@ -549,17 +627,21 @@ async def test_it_spreads_requests_round_robin(server_pair: tuple[ScriptedServer
 
 
 @pytest.mark.asyncio
-async def test_it_prefers_the_server_with_fewest_outstanding_requests(server_pair: tuple[ScriptedServer, ScriptedServer]) -> None:
+async def test_it_prefers_the_server_with_fewest_outstanding_requests(
+    server_pair: tuple[ScriptedServer, ScriptedServer],
+) -> None:
     a, b = server_pair
     backend = _backend(a.url("sleepy"), b.url("sleepy"))
-    long_one = asyncio.create_task(_collect(backend, _request(max_tokens=16)))  # ~0.8 s on one of them
+    long_one = asyncio.create_task(_collect(backend, _request(max_tokens=200)))  # 10 s on one of them
     while a.count() + b.count() == 0:
         await asyncio.sleep(0.01)
     busy, idle = (a, b) if a.count() else (b, a)
     for _ in range(3):
         await _collect(backend, _request(max_tokens=1))
     assert (busy.count(), idle.count()) == (1, 3)
-    await long_one
+    long_one.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await long_one
     await backend.aclose()
 
 
@@ -568,8 +650,14 @@ async def test_it_skips_a_refusing_server_for_its_cool_down(server_pair: tuple[S
     a, b = server_pair
     port_a = a.port
     a.stop()
-    backend = _backend(a.url("ok"), b.url("ok"), cooldown_s=0.8)
-    for _ in range(6):
+    cooldown_s = 2.5
+    backend = _backend(a.url("ok"), b.url("ok"), cooldown_s=cooldown_s)
+    # The refusal (and so the cool-down's start) falls between these two instants.
+    before_refusal = time.monotonic()
+    _, final = await _collect(backend, _request())
+    after_refusal = time.monotonic()
+    assert final.text == "Hello, world!"
+    for _ in range(5):
         _, final = await _collect(backend, _request())
         assert final.text == "Hello, world!"
     assert b.count() == 6
@@ -578,9 +666,10 @@ async def test_it_skips_a_refusing_server_for_its_cool_down(server_pair: tuple[S
     try:
         for _ in range(4):
             await _collect(backend, _request())
+        assert time.monotonic() - before_refusal < cooldown_s, "too slow to observe the cool-down"
         assert (revived.count(), b.count()) == (0, 10)  # still cooling down: not even tried
 
-        await asyncio.sleep(0.9)
+        await asyncio.sleep(after_refusal + cooldown_s + 0.05 - time.monotonic())
         for _ in range(4):
             await _collect(backend, _request())
         assert (revived.count(), b.count()) == (2, 12)  # back in the rotation
@@ -681,7 +770,19 @@ def transformers_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
     port = _free_port()
     log_path = tmp_path_factory.mktemp("transformers-serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-    command = [str(executable), "serve", str(folder), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    command = [
+        str(executable),
+        "serve",
+        str(folder),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--dtype",
+        "float32",
+    ]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -724,7 +825,10 @@ async def test_it_runs_concurrent_streams_on_transformers_serve(transformers_ser
     backend = _backend(transformers_serve.base_url, model=transformers_serve.model, timeout_s=60)
     prompts = ["Name a fruit.", "Name a colour.", "Name a planet.", "Name a number."]
     requests = [
-        GenerateRequest(messages=({"role": "user", "content": p},), params=SamplingParams(max_tokens=4, temperature=0.0)) for p in prompts
+        GenerateRequest(
+            messages=({"role": "user", "content": p},), params=SamplingParams(max_tokens=4, temperature=0.0)
+        )
+        for p in prompts
     ]
     results = await asyncio.gather(*(_collect(backend, r) for r in requests))
     for deltas, final in results:
@@ -734,7 +838,9 @@ async def test_it_runs_concurrent_streams_on_transformers_serve(transformers_ser
 
 
 @pytest.mark.asyncio
-async def test_it_gets_permanent_errors_and_no_logprobs_from_transformers_serve(transformers_serve: ServedModel) -> None:
+async def test_it_gets_permanent_errors_and_no_logprobs_from_transformers_serve(
+    transformers_serve: ServedModel,
+) -> None:
     # The server is pinned to its folder; asking for another model is the client's mistake.
     wrong = _backend(transformers_serve.base_url, model="someone/else", timeout_s=60)
     with pytest.raises(BackendError) as info:

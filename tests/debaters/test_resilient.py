@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import cast
 
 import httpx
 import pytest
@@ -240,7 +241,7 @@ def test_it_classifies_errors_in_one_place() -> None:
     assert is_transient(httpx.ConnectError("refused", request=request))
     assert is_transient(httpx.ReadTimeout("slow", request=request))
     assert is_transient(httpx.RemoteProtocolError("dropped", request=request))
-    assert is_transient(asyncio.TimeoutError())
+    assert is_transient(TimeoutError())
     assert is_transient(ConnectionResetError())
     assert not is_transient(ValueError("bug"))
     assert not is_transient(asyncio.CancelledError())
@@ -249,7 +250,7 @@ def test_it_classifies_errors_in_one_place() -> None:
 @pytest.mark.asyncio
 async def test_it_retries_raw_transport_errors_and_timeouts() -> None:
     request = httpx.Request("POST", "http://127.0.0.1:1/v1/chat/completions")
-    inner = ScriptedBackend([[httpx.ConnectError("refused", request=request)], [asyncio.TimeoutError()], _ok("ok")])
+    inner = ScriptedBackend([[httpx.ConnectError("refused", request=request)], [TimeoutError()], _ok("ok")])
     sleep = FakeSleep()
     model = ResilientModel(inner, max_retries=2, sleep=sleep)
     deltas, final = await _collect(model.generate(REQUEST))
@@ -324,8 +325,9 @@ async def test_it_times_out_an_idle_stream_and_retries() -> None:
 
 @pytest.mark.asyncio
 async def test_it_times_out_between_items_not_over_the_whole_stream() -> None:
-    slow_but_steady = ["a", Pause(0.1), "b", Pause(0.1), "c", Pause(0.1), "d", Pause(0.1), *_ok("e")]
-    model = ResilientModel(ScriptedBackend([slow_but_steady]), timeout_s=0.3, sleep=FakeSleep())
+    # 0.6 s in all, longer than the timeout, but never more than 0.15 s without an item.
+    slow_but_steady = ["a", Pause(0.15), "b", Pause(0.15), "c", Pause(0.15), "d", Pause(0.15), *_ok("e")]
+    model = ResilientModel(ScriptedBackend([slow_but_steady]), timeout_s=0.45, sleep=FakeSleep())
     deltas, final = await _collect(model.generate(REQUEST))
     assert "".join(deltas) == "abcde" and final is not None
 
@@ -392,7 +394,7 @@ async def test_it_releases_the_slot_while_backing_off() -> None:
 async def test_it_closes_the_inner_stream_when_the_consumer_stops() -> None:
     inner = ScriptedBackend([["a", Pause(0.01), "b", Pause(0.01), *_ok("c")]])
     model = ResilientModel(inner, max_concurrency=1)
-    async with aclosing(model.generate(REQUEST)) as stream:
+    async with aclosing(cast(AsyncGenerator[StreamItem, None], model.generate(REQUEST))) as stream:
         async for _ in stream:
             break
     assert inner.in_flight == 0 and inner.closed_streams == 1
@@ -431,6 +433,18 @@ def test_it_keeps_one_semaphore_per_event_loop() -> None:
     # semaphore bound to the first loop.
     assert asyncio.run(model.complete(REQUEST)).text == "x"
     assert asyncio.run(model.complete(REQUEST)).text == "x"
+
+
+@pytest.mark.asyncio
+async def test_it_retries_a_backends_own_timeout_without_a_timeout_of_its_own() -> None:
+    inner = ScriptedBackend([[TimeoutError()], _ok("ok")])
+    model = ResilientModel(inner, timeout_s=None, max_retries=1, sleep=FakeSleep())
+    assert (await model.complete(REQUEST)).text == "ok"
+    inner.scripts, inner.calls = [[TimeoutError()]], 0
+    with pytest.raises(BackendError) as info:
+        await _collect(model.generate(REQUEST))
+    assert "2 attempts" in info.value.message and inner.calls == 2
+    assert model.backoff_delay(10_000) <= model.max_delay_s
 
 
 def test_it_delegates_the_rest_to_the_inner_backend() -> None:

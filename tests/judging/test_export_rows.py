@@ -14,7 +14,9 @@ from django.core.management.base import CommandError
 from judging.exports import Anonymizer, SpeechData, VerdictRecord, arguments_row, neutral_prompt
 
 
-def _record(p: tuple[float, float] = (0.8, 0.2), speeches: tuple[SpeechData, ...] | None = None, **kw: object) -> VerdictRecord:
+def _record(
+    p: tuple[float, float] = (0.8, 0.2), speeches: tuple[SpeechData, ...] | None = None, **kw: object,
+) -> VerdictRecord:
     if speeches is None:
         # Deliberately stored out of order: the row must sort by index.
         speeches = (
@@ -98,7 +100,9 @@ def test_it_copies_provenance_fields() -> None:
     assert "user:5" not in json.dumps(row)
 
 
-@pytest.mark.parametrize("p, correct_index, expected", [((0.8, 0.2), 0, True), ((0.8, 0.2), 1, False), ((0.1, 0.9), 1, True)])
+@pytest.mark.parametrize(
+    "p, correct_index, expected", [((0.8, 0.2), 0, True), ((0.8, 0.2), 1, False), ((0.1, 0.9), 1, True)]
+)
 def test_it_flags_whether_the_chosen_side_is_gold(p: tuple[float, float], correct_index: int, expected: bool) -> None:
     row = arguments_row(_record(p=p, correct_index=correct_index), Anonymizer())
 
@@ -163,7 +167,9 @@ def _export(out: Path, *extra: str) -> str:
 
 
 @pytest.mark.django_db
-def test_the_export_writes_one_row_per_verdict_with_the_right_sides(tmp_path: Path, judged_debate) -> None:  # type: ignore[no-untyped-def]
+def test_the_export_writes_one_row_per_verdict_with_the_right_sides(  # type: ignore[no-untyped-def]
+    tmp_path: Path, judged_debate,
+) -> None:
     debate, verdict = judged_debate
     out = tmp_path / "export"
 
@@ -183,7 +189,9 @@ def test_the_export_writes_one_row_per_verdict_with_the_right_sides(tmp_path: Pa
 
 
 @pytest.mark.django_db
-def test_the_export_loads_with_datasets_as_conversational_pairs(tmp_path: Path, judged_debate) -> None:  # type: ignore[no-untyped-def]
+def test_the_export_loads_with_datasets_as_conversational_pairs(  # type: ignore[no-untyped-def]
+    tmp_path: Path, judged_debate,
+) -> None:
     import datasets
 
     out = tmp_path / "export"
@@ -230,7 +238,9 @@ def test_the_export_refuses_a_non_empty_folder(tmp_path: Path, judged_debate) ->
 
 
 @pytest.mark.django_db
-def test_the_export_writes_into_a_non_empty_folder_with_overwrite(tmp_path: Path, judged_debate) -> None:  # type: ignore[no-untyped-def]
+def test_the_export_writes_into_a_non_empty_folder_with_overwrite(  # type: ignore[no-untyped-def]
+    tmp_path: Path, judged_debate,
+) -> None:
     out = tmp_path / "export"
     _export(out)
 
@@ -240,7 +250,9 @@ def test_the_export_writes_into_a_non_empty_folder_with_overwrite(tmp_path: Path
 
 
 @pytest.mark.django_db
-def test_the_export_accepts_an_existing_empty_folder(tmp_path: Path, judged_debate) -> None:  # type: ignore[no-untyped-def]
+def test_the_export_accepts_an_existing_empty_folder(  # type: ignore[no-untyped-def]
+    tmp_path: Path, judged_debate,
+) -> None:
     out = tmp_path / "export"
     out.mkdir()
 
@@ -250,7 +262,9 @@ def test_the_export_accepts_an_existing_empty_folder(tmp_path: Path, judged_deba
 
 
 @pytest.mark.django_db
-def test_the_export_refuses_when_there_are_no_verdicts(tmp_path: Path, finished_debate) -> None:  # type: ignore[no-untyped-def]
+def test_the_export_refuses_when_there_are_no_verdicts(  # type: ignore[no-untyped-def]
+    tmp_path: Path, finished_debate,
+) -> None:
     out = tmp_path / "export"
 
     with pytest.raises(CommandError, match="no verdicts"):

@@ -47,7 +47,9 @@ def bob_client(bob) -> Client:  # type: ignore[no-untyped-def]
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("p_first, p_second", [(0.7, 0.2), (0.6, 0.6), (1.0, 1.0), (0.0, 0.0), (0.9, 0.1 + 1e-4)])
-def test_it_refuses_probabilities_that_do_not_sum_to_one(assignment: Assignment, p_first: float, p_second: float) -> None:
+def test_it_refuses_probabilities_that_do_not_sum_to_one(
+    assignment: Assignment, p_first: float, p_second: float,
+) -> None:
     with pytest.raises(VerdictError, match="sum to 1"):
         submit_human_verdict(assignment, p_first, p_second, REASON)
 
@@ -82,7 +84,9 @@ def test_it_refuses_a_short_reason(assignment: Assignment, reason: str) -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("status", ["queued", "running", "failed", "cancelled"])
-def test_it_refuses_a_verdict_before_the_debate_is_finished(make_debate, bob, status: str) -> None:  # type: ignore[no-untyped-def]
+def test_it_refuses_a_verdict_before_the_debate_is_finished(  # type: ignore[no-untyped-def]
+    make_debate, bob, status: str,
+) -> None:
     from arena.models import Debate
 
     debate = make_debate(judges=[bob])
@@ -141,7 +145,9 @@ def test_it_flags_whether_the_judge_favoured_the_gold_answer(
 
 
 @pytest.mark.django_db
-def test_it_records_the_judge_kind_and_the_trimmed_reason(assignment: Assignment, bob) -> None:  # type: ignore[no-untyped-def]
+def test_it_records_the_judge_kind_and_the_trimmed_reason(  # type: ignore[no-untyped-def]
+    assignment: Assignment, bob,
+) -> None:
     verdict = submit_human_verdict(assignment, 0.9, 0.1, f"  {REASON}\n")
 
     assert (verdict.kind, verdict.judge, verdict.reason) == (Verdict.Kind.HUMAN, bob, REASON)
@@ -186,7 +192,9 @@ def test_the_page_shows_why_a_verdict_was_refused(
 
 
 @pytest.mark.django_db
-def test_the_page_refuses_a_verdict_on_an_unfinished_debate(bob_client: Client, make_debate, bob) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_refuses_a_verdict_on_an_unfinished_debate(  # type: ignore[no-untyped-def]
+    bob_client: Client, make_debate, bob,
+) -> None:
     debate = make_debate(judges=[bob])
 
     response = bob_client.post(_url(debate.pk), {"p_first": "0.8", "p_second": "0.2", "reason": REASON})
@@ -226,7 +234,9 @@ def test_the_page_shows_the_error_for_a_second_verdict(bob_client: Client, assig
 
 
 @pytest.mark.django_db
-def test_the_page_rejects_a_post_without_a_csrf_token(bob, assignment: Assignment) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_rejects_a_post_without_a_csrf_token(  # type: ignore[no-untyped-def]
+    bob, assignment: Assignment,
+) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(bob)
 
@@ -237,7 +247,9 @@ def test_the_page_rejects_a_post_without_a_csrf_token(bob, assignment: Assignmen
 
 
 @pytest.mark.django_db
-def test_the_page_accepts_a_post_with_the_csrf_token_from_the_form(bob, assignment: Assignment) -> None:  # type: ignore[no-untyped-def]
+def test_the_page_accepts_a_post_with_the_csrf_token_from_the_form(  # type: ignore[no-untyped-def]
+    bob, assignment: Assignment,
+) -> None:
     import re
 
     client = Client(enforce_csrf_checks=True)
@@ -246,7 +258,8 @@ def test_the_page_accepts_a_post_with_the_csrf_token_from_the_form(bob, assignme
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
 
     response = client.post(
-        _url(assignment.debate_id), {"p_first": "0.8", "p_second": "0.2", "reason": REASON, "csrfmiddlewaretoken": token}
+        _url(assignment.debate_id),
+        {"p_first": "0.8", "p_second": "0.2", "reason": REASON, "csrfmiddlewaretoken": token},
     )
 
     assert response.status_code == 302

@@ -1,0 +1,89 @@
+"""Celery fan-out for tournaments: a dispatcher splits the remaining debates into chunks, one task
+per chunk; each chunk task runs its debates in lockstep (one batch per step) and then AI-judges them.
+
+There is no result backend, so instead of a chord the chunk tasks finish the tournament themselves:
+each one, when done, checks whether any work is left (:func:`arena.tournaments.maybe_finish`).
+
+Crash safety: tasks are ``acks_late`` and ``reject_on_worker_lost``, so a chunk whose worker died is
+redelivered by the broker (after ``CELERY_VISIBILITY_TIMEOUT`` with Redis). Running it again is
+harmless: finished debates cannot be claimed again, turns are unique per (debate, index), a debate
+still leased by another worker is retried after the lease, and a verdict exists at most once per
+(debate, AI judge). A worker that starts also re-dispatches every running tournament, which covers
+a broker that lost its queue (the embedded Redis keeps none on disk).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import uuid
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from arena import worker_loop
+
+log = logging.getLogger(__name__)
+
+__all__ = ["dispatch_tournament_task", "run_tournament_chunk_task"]
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def dispatch_tournament_task(tournament_id: int) -> int:
+    """Queue one chunk task per ``chunk_size`` debates with work left; returns how many were queued."""
+    from arena import tournaments
+    from arena.models import Tournament
+
+    tournament = Tournament.objects.filter(pk=tournament_id).first()
+    if tournament is None or tournament.status != Tournament.Status.RUNNING:
+        return 0
+    tournaments.ensure_debates(tournament)
+    remaining = tournaments.remaining_debate_ids(tournament)
+    if not remaining:
+        tournaments.maybe_finish(tournament_id)
+        return 0
+    size = int((tournament.config or {}).get("chunk_size", tournaments.DEFAULT_CHUNK))
+    parts = tournaments.chunks(remaining, size)
+    for ids in parts:
+        run_tournament_chunk_task.delay(tournament_id, ids)
+    log.info("tournament %s: queued %d chunk(s) for %d debate(s)", tournament_id, len(parts), len(remaining))
+    return len(parts)
+
+
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def run_tournament_chunk_task(self, tournament_id: int, debate_ids: list[int]) -> str:  # type: ignore[no-untyped-def]
+    """Run and judge one chunk of a tournament's debates (see :func:`arena.tournaments.run_chunk`)."""
+    from arena import tournaments
+    from debaters.backends.base import BackendError
+
+    try:
+        result = worker_loop.run(tournaments.run_chunk(tournament_id, debate_ids, _owner()))
+    except BackendError as exc:
+        if exc.permanent:
+            raise
+        # A judge's backend failed transiently after its own retries: try the chunk again later.
+        # Nothing is repeated: the debates are finished and stored verdicts are skipped.
+        raise self.retry(countdown=30, exc=exc) from exc
+    if result.stopped:
+        return f"stopped: {result.stopped}"
+    if result.retry:
+        # Another worker holds these (a duplicate delivery, or a worker that just died): look again
+        # when its lease would have expired. The others of the chunk are done.
+        raise self.retry(args=(tournament_id, result.retry), countdown=min(result.retry_after, 600))
+    tournaments.maybe_finish(tournament_id)
+    return f"{len(result.outcomes)} debates, {result.verdicts} verdicts"
+
+
+@worker_ready.connect
+def _resume_tournaments(**_: object) -> None:
+    """Re-dispatch running tournaments: after a crash the broker may have lost their chunk tasks."""
+    from arena.models import Tournament
+
+    for tournament_id in Tournament.objects.filter(status=Tournament.Status.RUNNING).values_list("pk", flat=True):
+        log.info("resuming tournament %s", tournament_id)
+        dispatch_tournament_task.delay(tournament_id)

@@ -1,0 +1,135 @@
+"""The researcher's export page: the list of exports, a form to start one, its live progress and
+the downloads. Researchers only; the work runs in Celery (``judging.tasks.export_task``)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time
+
+from django import forms
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods
+
+from arena.models import Tournament
+from arena.roles import researcher_required
+from judging.exports import (
+    FILE_FORMATS,
+    FORMAT_HELP,
+    FORMATS,
+    JUDGES,
+    KIND_HELP,
+    KINDS,
+    ExportError,
+    ExportRequest,
+    export_file,
+    start_export,
+)
+from judging.models import Export
+
+PAGE = 50
+
+
+class ExportForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(k, f"{k}: {KIND_HELP[k]}") for k in KINDS], initial="arguments")
+    format = forms.ChoiceField(choices=[(f, f"{f}: {FORMAT_HELP[f]}") for f in FORMATS], initial="conversational")
+    file_format = forms.ChoiceField(choices=[(f, f) for f in FILE_FORMATS], initial="jsonl", label="File type")
+    judge = forms.ChoiceField(choices=[(j, j) for j in JUDGES], initial="any", label="Judges")
+    min_margin = forms.FloatField(required=False, min_value=0.0, max_value=1.0, label="Minimum margin")
+    min_agreement = forms.FloatField(required=False, min_value=0.0, max_value=1.0, label="Minimum agreement")
+    constitution = forms.CharField(required=False, max_length=120, help_text="NAME or NAME@VERSION")
+    since = forms.DateField(required=False, help_text="YYYY-MM-DD", widget=forms.DateInput(attrs={"type": "date"}))
+    tournament = forms.ModelChoiceField(queryset=Tournament.objects.order_by("-created_at"), required=False)
+    correct_only = forms.BooleanField(required=False, label="Correct only")
+    per_verdict = forms.BooleanField(required=False, label="One row per verdict (arguments)")
+    all_pairs = forms.BooleanField(required=False, label="All candidate pairs (turns)")
+
+    def to_request(self) -> ExportRequest:
+        data = self.cleaned_data
+        since = data.get("since")
+        tournament = data.get("tournament")
+        return ExportRequest(
+            kind=data["kind"],
+            format=data["format"],
+            file_format=data["file_format"],
+            judge=data["judge"],
+            min_margin=data.get("min_margin"),
+            min_agreement=data.get("min_agreement"),
+            constitution=data.get("constitution") or "",
+            since=datetime.combine(since, time.min, tzinfo=UTC) if since else None,
+            tournament=tournament.pk if tournament else None,
+            correct_only=bool(data.get("correct_only")),
+            per_verdict=bool(data.get("per_verdict")),
+            all_pairs=bool(data.get("all_pairs")),
+        )
+
+
+def _status(export: Export) -> dict[str, object]:
+    finished = export.status == Export.Status.FINISHED
+    return {
+        "id": export.pk,
+        "status": export.status,
+        "progress": round(export.progress, 4),
+        "rows": export.rows,
+        "error": export.error,
+        "download": reverse("export_download", args=[export.pk]) if finished else None,
+        "card": reverse("export_card", args=[export.pk]) if finished else None,
+    }
+
+
+@researcher_required
+@require_http_methods(["GET", "POST"])
+def exports(request: HttpRequest) -> HttpResponse:
+    form = ExportForm(request.POST or None)
+    error = ""
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                start_export(form.to_request(), request.user)  # type: ignore[arg-type]
+            except ExportError as exc:
+                error = str(exc)
+            else:
+                return HttpResponseRedirect(reverse("exports"))
+        else:
+            error = "; ".join(f"{name}: {' '.join(errs)}" for name, errs in form.errors.items())
+    rows = list(Export.objects.select_related("created_by").order_by("-created_at")[:PAGE])
+    context = {
+        "form": form,
+        "error": error,
+        "exports": rows,
+        "running": [e.pk for e in rows if e.status in (Export.Status.QUEUED, Export.Status.RUNNING)],
+    }
+    return render(request, "judging/exports.html", context, status=400 if error else 200)
+
+
+@researcher_required
+@require_GET
+def export_status(request: HttpRequest, export_id: int) -> JsonResponse:
+    return JsonResponse(_status(get_object_or_404(Export, pk=export_id)))
+
+
+def _serve(export_id: int, which: str) -> FileResponse:
+    export = get_object_or_404(Export, pk=export_id)
+    path = export_file(export, which)
+    if path is None:
+        raise Http404("this export has no file to download (not finished, or its files were removed)")
+    if which == "card":
+        return FileResponse(
+            path.open("rb"), as_attachment=False, filename=f"export-{export.pk}-README.md", content_type="text/plain; charset=utf-8"
+        )
+    content_type = "application/x-ndjson" if path.suffix == ".jsonl" else "application/vnd.apache.parquet"
+    return FileResponse(
+        path.open("rb"), as_attachment=True, filename=f"export-{export.pk}-{path.name}", content_type=content_type
+    )
+
+
+@researcher_required
+@require_GET
+def export_download(request: HttpRequest, export_id: int) -> FileResponse:
+    return _serve(export_id, "data")
+
+
+@researcher_required
+@require_GET
+def export_card(request: HttpRequest, export_id: int) -> FileResponse:
+    return _serve(export_id, "card")
