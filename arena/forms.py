@@ -3,19 +3,64 @@ from __future__ import annotations
 from django import forms
 from django.contrib.auth import get_user_model
 
-from arena.engine.protocol import Limits, ProtocolError
-from arena.models import Question
+from arena.constitution import DEFAULT_NAME
+from arena.engine.protocol import (
+    MAX_BEST_OF_N,
+    MAX_CRITIQUE_ROUNDS,
+    NYU_TURN_PENALTY,
+    SCORING_RULES,
+    ConsultancyProtocol,
+    JudgingRules,
+    Limits,
+    ProtocolError,
+    ProtocolSettings,
+    draw_consultant_side,
+    make_protocol,
+    protocol_choices,
+)
+from arena.models import Constitution, Question
 from arena.roles import JUDGE
 from debaters.models import DebaterProfile
+from debaters.referee import RuleError, parse_rules
+from judging.models import JudgeProfile
 
 
 class NewDebateForm(forms.Form):
     question = forms.ModelChoiceField(queryset=Question.objects.select_related("question_set").order_by("id"))
-    debater_a = forms.ModelChoiceField(queryset=DebaterProfile.objects.all(), label="Debater for answer 1")
+    protocol = forms.ChoiceField(choices=protocol_choices, initial="debate", help_text="See docs/protocols.md.")
+    debater_a = forms.ModelChoiceField(
+        queryset=DebaterProfile.objects.all(),
+        label="Debater for answer 1",
+        help_text="Open protocols: the debater who chooses its answer.",
+    )
     debater_b = forms.ModelChoiceField(queryset=DebaterProfile.objects.all(), label="Debater for answer 2")
+    constitution = forms.ModelChoiceField(queryset=Constitution.objects.order_by("name", "-version"), empty_label=None)
     rounds = forms.IntegerField(min_value=1, max_value=10, initial=2)
     max_tokens = forms.IntegerField(min_value=8, max_value=8192, initial=120, label="Max tokens per speech")
     word_limit = forms.IntegerField(min_value=5, max_value=5000, initial=120, label="Word limit per speech")
+    scoring = forms.ChoiceField(choices=[(r, r) for r in SCORING_RULES], initial="log", label="Judge's scoring rule")
+    turn_penalty = forms.FloatField(
+        min_value=0.0, max_value=1.0, initial=NYU_TURN_PENALTY, label="Score penalty per extra round",
+        help_text="0.05 as in the NYU study.",
+    )
+    allow_even = forms.BooleanField(required=False, label="Allow a 50/50 verdict")
+    min_turns = forms.IntegerField(
+        min_value=0, max_value=40, required=False, label="Speeches before a verdict",
+        help_text="Empty: the whole debate.",
+    )
+    critique_rounds_a = forms.IntegerField(
+        min_value=0, max_value=MAX_CRITIQUE_ROUNDS, initial=0, label="Critique-and-revision rounds, debater 1"
+    )
+    critique_rounds_b = forms.IntegerField(
+        min_value=0, max_value=MAX_CRITIQUE_ROUNDS, initial=0, label="Critique-and-revision rounds, debater 2"
+    )
+    best_of_n_a = forms.IntegerField(min_value=1, max_value=MAX_BEST_OF_N, initial=1, label="Best-of-N, debater 1")
+    best_of_n_b = forms.IntegerField(min_value=1, max_value=MAX_BEST_OF_N, initial=1, label="Best-of-N, debater 2")
+    judge_profile = forms.ModelChoiceField(
+        queryset=JudgeProfile.objects.all(), required=False, label="AI judge profile",
+        help_text="Scores best-of-N candidates, checks concessions, asks questions when no human judges. "
+        "Empty: each debater's own model.",
+    )
     judges = forms.ModelMultipleChoiceField(queryset=get_user_model().objects.none(), required=False)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -24,6 +69,9 @@ class NewDebateForm(forms.Form):
         self.fields["judges"].queryset = judges  # type: ignore[attr-defined]
         self.fields["judges"].initial = list(judges)
         self.fields["question"].label_from_instance = lambda q: f"{q.external_id} — {q.question[:80]}"  # type: ignore[attr-defined]
+        latest = Constitution.objects.filter(name=DEFAULT_NAME).order_by("-version").first()
+        if latest is not None and "constitution" not in self.initial:
+            self.fields["constitution"].initial = latest.pk
 
     def limits(self, context_tokens: int | None) -> Limits:
         data = self.cleaned_data
@@ -31,11 +79,92 @@ class NewDebateForm(forms.Form):
             rounds=data["rounds"], max_tokens=data["max_tokens"], word_limit=data["word_limit"], context_tokens=context_tokens
         )
 
+    def protocol_settings(self, context_tokens: int | None, seed: int) -> ProtocolSettings:
+        """Everything the debate stores in its settings; a consultancy's side is drawn from ``seed``."""
+        data = self.cleaned_data
+        consultant_side = draw_consultant_side(seed) if data["protocol"] == ConsultancyProtocol.name else None
+        judge = data.get("judge_profile")
+        return ProtocolSettings(
+            rounds=data["rounds"],
+            max_tokens=data["max_tokens"],
+            word_limit=data["word_limit"],
+            context_tokens=context_tokens,
+            rules=self._rules(),
+            consultant_side=consultant_side,
+            critique_rounds=(data["critique_rounds_a"], data["critique_rounds_b"]),
+            best_of_n=(data["best_of_n_a"], data["best_of_n_b"]),
+            judge_profile=judge.name if judge else "",
+        )
+
+    def _rules(self) -> JudgingRules:
+        data = self.cleaned_data
+        return JudgingRules(
+            min_turns=data.get("min_turns"),
+            allow_even=bool(data.get("allow_even")),
+            scoring=data["scoring"],
+            turn_penalty=float(data["turn_penalty"]),
+        )
+
     def clean(self) -> dict[str, object]:
         data = super().clean() or {}
-        if all(k in data for k in ("rounds", "max_tokens", "word_limit")):
+        needed = ("rounds", "max_tokens", "word_limit", "protocol", "scoring", "turn_penalty")
+        if not all(k in data for k in needed):
+            return data
+        try:
+            Limits(rounds=data["rounds"], max_tokens=data["max_tokens"], word_limit=data["word_limit"]).validate()
+            rules = self._rules()
+            rules.validate()
+            protocol = make_protocol(
+                str(data["protocol"]),
+                {"rounds": data["rounds"], "max_tokens": data["max_tokens"], "word_limit": data["word_limit"], **rules.to_settings()},
+            )
+        except ProtocolError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+        min_turns = data.get("min_turns")
+        if isinstance(min_turns, int) and min_turns > protocol.total_turns():
+            self.add_error("min_turns", f"this protocol has only {protocol.total_turns()} speeches")
+        constitution = data.get("constitution")
+        if isinstance(constitution, Constitution):
             try:
-                Limits(rounds=data["rounds"], max_tokens=data["max_tokens"], word_limit=data["word_limit"]).validate()
-            except ProtocolError as exc:
-                raise forms.ValidationError(str(exc)) from exc
+                rules_limit = parse_rules(constitution.rules).word_limit
+            except RuleError as exc:
+                raise forms.ValidationError(f"{constitution} has broken rules: {exc}") from exc
+            if data["word_limit"] > rules_limit:
+                self.add_error("word_limit", f"{constitution} allows at most {rules_limit} words per speech")
         return data
+
+
+class ConstitutionForm(forms.Form):
+    """An edited constitution: saved as a new version by ``arena.constitution.new_version``."""
+
+    name = forms.CharField(max_length=100, help_text="Keep the name for a new version; a new name starts at version 1.")
+    preamble = forms.CharField(widget=forms.Textarea(attrs={"rows": 4}), required=False, max_length=5000)
+    principles = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 14}), max_length=60_000, help_text="One per line, written as id: text."
+    )
+    rules = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 14, "spellcheck": "false"}), max_length=10_000,
+        help_text="A JSON object; see docs/constitution.md for every rule.",
+    )
+
+    def clean_principles(self) -> list[dict[str, str]]:
+        from arena.constitution import ConstitutionError, parse_principles_text
+
+        try:
+            return parse_principles_text(self.cleaned_data["principles"])
+        except ConstitutionError as exc:
+            raise forms.ValidationError(str(exc)) from exc
+
+    def clean_rules(self) -> dict[str, object]:
+        import json
+
+        from arena.constitution import ConstitutionError, validate_rules
+
+        try:
+            rules = json.loads(self.cleaned_data["rules"])
+        except json.JSONDecodeError as exc:
+            raise forms.ValidationError(f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+        try:
+            return validate_rules(rules)
+        except ConstitutionError as exc:
+            raise forms.ValidationError(str(exc)) from exc

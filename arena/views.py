@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -10,8 +12,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from arena import services
+from arena.constitution import default_constitution
+from arena.engine.protocol import Protocol, ProtocolError, ProtocolSettings, make_protocol
 from arena.forms import NewDebateForm
 from arena.models import Debate
+from arena.protocol_services import waiting_round
 from arena.roles import is_judge, is_researcher, researcher_required
 from debaters.profiles import default_profile
 
@@ -28,17 +33,23 @@ def home(request: HttpRequest) -> HttpResponse:
 @researcher_required
 def debates(request: HttpRequest) -> HttpResponse:
     default_profile()
+    default_constitution()
     if request.method == "POST":
         form = NewDebateForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
+            # The seed is drawn here so that a consultancy's side, drawn from it, is stored at once.
+            seed = secrets.randbelow(2**31)
             debate = services.create_debate(
                 question=data["question"],
                 debater_a=data["debater_a"],
                 debater_b=data["debater_b"],
-                limits=form.limits(data["debater_a"].context_tokens),
+                limits=form.protocol_settings(data["debater_a"].context_tokens, seed),
+                protocol=data["protocol"],
+                constitution=data["constitution"],
                 created_by=request.user,
                 judges=data["judges"],
+                seed=seed,
             )
             return HttpResponseRedirect(reverse("debate_detail", args=[debate.pk]))
     else:
@@ -54,9 +65,21 @@ def debate_detail(request: HttpRequest, debate_id: int) -> HttpResponse:
     debate = get_object_or_404(
         Debate.objects.select_related("question", "constitution", "debater_a", "debater_b"), pk=debate_id
     )
+    protocol = make_protocol(debate.protocol, debate.settings, seed=debate.seed)
+    turns = list(debate.turns.order_by("index").prefetch_related("revisions", "candidates"))
+    questions = list(debate.judge_questions.select_related("asked_by").order_by("after_round"))
+    speaker = "Consultant" if protocol.speakers == 1 else "Debater"
     context = {
         "debate": debate,
-        "turns": debate.turns.order_by("index"),
+        "protocol": protocol,
+        "rules": protocol.rules,
+        "options": ProtocolSettings.from_settings(debate.settings),
+        "open_choice": debate.settings.get("open_choice"),
+        "consultant_side": protocol.speaking_sides()[0] if protocol.speakers == 1 and protocol.speaking_sides() else None,
+        "waiting_round": waiting_round(debate),
+        "turns": turns,
+        "judge_questions": questions,
+        "violation_count": sum(len(t.violations or []) for t in turns),
         "verdicts": debate.verdicts.select_related("judge").order_by("created_at"),
         "assignments": debate.assignments.select_related("judge"),
         "answers": list(enumerate(debate.question.answers)),
@@ -65,9 +88,22 @@ def debate_detail(request: HttpRequest, debate_id: int) -> HttpResponse:
             "wsPath": f"/ws/debates/{debate.pk}/",
             "sideLabels": {"0": "1", "1": "2"},
             "sideAnswers": {"0": debate.question.answers[0], "1": debate.question.answers[1]},
+            "speakerNoun": speaker,
+            "totalTurns": protocol.total_turns(),
+            "judgeQuestions": [
+                {"after_round": q.after_round, "before_turn": _first_turn_of_round(protocol, q.after_round + 1), "text": q.text}
+                for q in questions
+            ],
         },
     }
     return render(request, "arena/debate_detail.html", context)
+
+
+def _first_turn_of_round(protocol: Protocol, round_: int) -> int:
+    try:
+        return min((s.index for s in protocol.slots() if s.round == round_), default=10_000)
+    except ProtocolError:
+        return 10_000
 
 
 @require_POST

@@ -23,6 +23,7 @@ docs/datasets.md says exactly what each kind of pair and each column means.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import hmac
 import json
@@ -45,7 +46,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from arena.models import Candidate, Constitution, Debate, JudgeQuestion, Question, Revision, Turn
+from arena.models import Candidate, Constitution, Debate, JudgeQuestion, Question, QuestionSet, Revision, Turn
 from debaters.models import DebaterProfile
 from judging.models import Export, JudgeProfile, Verdict
 
@@ -127,7 +128,7 @@ class VerdictRecord:
     shown_first: int
     p: tuple[float, float]
     reason: str
-    created_at: datetime
+    created_at: datetime | None = None  # not loaded by the exporter: no row uses it
     speeches: tuple[SpeechData, ...] = field(default=())
     judge_model: str = ""
     correct: bool | None = None
@@ -135,6 +136,8 @@ class VerdictRecord:
     licence: str = ""
     time_spent_s: float | None = None
     judge_questions: tuple[JudgeQuestionData, ...] = ()
+    question_set: str = ""
+    origin: str = "arena"
 
     @property
     def preferred(self) -> int | None:
@@ -164,6 +167,7 @@ class DebateInfo:
     debater_models: tuple[str, str]
     tournament_id: int | None = None
     licence: str = ""
+    question_set: str = ""
 
 
 @dataclass(frozen=True)
@@ -256,6 +260,7 @@ def _debate_columns_from_verdict(record: VerdictRecord) -> Row:
         "tournament_id": record.tournament_id,
         "debater_a_model": record.debater_models[0],
         "debater_b_model": record.debater_models[1],
+        "question_set": record.question_set,
         "source_licence": record.licence,
     }
 
@@ -269,6 +274,7 @@ def _debate_columns(info: DebateInfo) -> Row:
         "tournament_id": info.tournament_id,
         "debater_a_model": info.debater_models[0],
         "debater_b_model": info.debater_models[1],
+        "question_set": info.question_set,
         "source_licence": info.licence,
     }
 
@@ -316,6 +322,7 @@ def arguments_row(record: VerdictRecord, anonymize: Anonymizer) -> Row | None:
         judge_kind=record.judge_kind,
         judge_id=anonymize(record.judge_ref),
         judge_model=record.judge_model,
+        verdict_origin=record.origin,
         shown_first=record.shown_first,
         judge_correct=winner == record.correct_index,
     )
@@ -336,6 +343,10 @@ def group_stats(records: Sequence[VerdictRecord]) -> GroupStats:
     if not records:
         raise ValueError("group_stats needs at least one verdict")
     n = len(records)
+    if n == 1:
+        p = records[0].p
+        leader = None if math.isclose(p[0], p[1], abs_tol=1e-12) else (0 if p[0] > p[1] else 1)
+        return GroupStats(n=1, mean_p=p, leader=leader, agreement=0.0 if leader is None else 1.0)
     mean0 = sum(r.p[0] for r in records) / n
     mean1 = sum(r.p[1] for r in records) / n
     votes = Counter(r.preferred for r in records)
@@ -358,6 +369,9 @@ def arguments_group_rows(
     """
     if not records:
         return []
+    if len(records) == 1:
+        row = arguments_row(records[0], anonymize)
+        return [row] if row is not None else []
     stats = group_stats(records)
     if per_verdict:
         rows = []
@@ -385,6 +399,7 @@ def arguments_group_rows(
         judge_kind=kinds[0] if len(kinds) == 1 else "mixed",
         judge_id=",".join(dict.fromkeys(anonymize(r.judge_ref) for r in records)),
         judge_model=",".join(dict.fromkeys(r.judge_model for r in records if r.judge_model)),
+        verdict_origin=",".join(dict.fromkeys(r.origin for r in records)),
         shown_first=shown.pop() if len(shown) == 1 else None,
         judge_correct=winner == first.correct_index,
     )
@@ -439,7 +454,7 @@ def judgment_prompt(record: VerdictRecord) -> list[Message]:
         while questions and questions[0].after_round < speech.round:
             q = questions.pop(0)
             lines.append(f"Judge's question (after round {q.after_round}):\n{q.text}")
-        body = mark_quotes(speech.text.strip(), speech.quotes)
+        body = mark_quotes(speech.text, speech.quotes).strip()  # the checks' offsets are into the raw text
         if speech.violations:
             body += "\n" + "\n".join(f"[referee] {v}" for v in speech.violations)
         lines.append(f"Debater for {label[speech.side]} (round {speech.round}):\n{body}")
@@ -476,6 +491,7 @@ def judgments_row(record: VerdictRecord, anonymize: Anonymizer, stats: GroupStat
         "judge_kind": record.judge_kind,
         "judge_id": anonymize(record.judge_ref),
         "judge_model": record.judge_model,
+        "verdict_origin": record.origin,
         "shown_first": record.shown_first,
         "p_a": record.p[0],
         "p_b": record.p[1],
@@ -628,7 +644,9 @@ def to_format(row: Row, fmt: str) -> list[Row]:
     if fmt == "conversational":
         return [row]
     if fmt == "standard":
-        return [{**row, "prompt": render_prompt(prompt), "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"])}]
+        return [
+            {**row, "prompt": render_prompt(prompt), "chosen": _text(row["chosen"]), "rejected": _text(row["rejected"])}
+        ]
     if fmt in ("unpaired", "unpaired-standard"):
         out = []
         for which, label in (("chosen", True), ("rejected", False)):
@@ -642,7 +660,11 @@ def to_format(row: Row, fmt: str) -> list[Row]:
         return [{**row, "chosen": prompt + row["chosen"], "rejected": prompt + row["rejected"]}]  # type: ignore[operator]
     if fmt == "hh-rlhf":
         return [
-            {**row, "chosen": hh_transcript(prompt, _text(row["chosen"])), "rejected": hh_transcript(prompt, _text(row["rejected"]))}
+            {
+                **row,
+                "chosen": hh_transcript(prompt, _text(row["chosen"])),
+                "rejected": hh_transcript(prompt, _text(row["rejected"])),
+            }
         ]
     raise ExportError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
 
@@ -691,6 +713,7 @@ DEBATE_COLUMNS: list[Column] = [
     ("tournament_id", "int", "the tournament the debate belongs to; null for none"),
     ("debater_a_model", "str", "backend/model of the debater of answer 1"),
     ("debater_b_model", "str", "backend/model of the debater of answer 2"),
+    ("question_set", "str", "the question set (its origin and licence are in the card)"),
     ("source_licence", "str", "licence of the source text the debate is about"),
 ]
 
@@ -712,7 +735,11 @@ _JUDGE_COLUMNS: list[Column] = [
 
 KIND_COLUMNS: dict[str, list[Column]] = {
     "arguments": [
-        ("margin", "float", "|P(chosen answer) − P(rejected answer)| given by the judge (mean over judges if aggregated)"),
+        (
+            "margin",
+            "float",
+            "|P(chosen answer) − P(rejected answer)| given by the judge (mean over judges if aggregated)",
+        ),
         ("p_chosen", "float", "the probability the judge(s) gave the chosen side's answer"),
         ("chosen_side", "int", "the side of the chosen argument: 0 for answer 1, 1 for answer 2"),
         ("chosen_answer", "str", "the answer the chosen argument defends"),
@@ -725,6 +752,11 @@ KIND_COLUMNS: dict[str, list[Column]] = {
         ("n_judges", "int", "how many verdicts the debate has in this selection"),
         ("agreement", "float", "share of the debate's verdicts preferring the answer with the higher mean probability"),
         *_JUDGE_COLUMNS,
+        (
+            "verdict_origin",
+            "str",
+            "arena, or where an imported verdict came from (e.g. nyu-2023); comma-joined if aggregated",
+        ),
         ("shown_first", "int", "the answer shown first to the judge (0 or 1); null if aggregated judges differed"),
         ("judge_correct", "bool", "the judge(s) preferred the gold answer"),
     ],
@@ -751,6 +783,7 @@ KIND_COLUMNS: dict[str, list[Column]] = {
         ("margin", "float", "|p_a − p_b|: how sure the judge was"),
         ("verdict_id", "int", "the verdict (Debate Arena id)"),
         *_JUDGE_COLUMNS,
+        ("verdict_origin", "str", "arena, or where an imported verdict came from (e.g. nyu-2023)"),
         ("shown_first", "int", "the answer shown first to the judge, labelled A (0 or 1)"),
         ("p_a", "float", "the judge's probability of answer 1"),
         ("p_b", "float", "the judge's probability of answer 2"),
@@ -775,13 +808,12 @@ def columns(kind: str, fmt: str) -> list[Column]:
 def arrow_schema(kind: str, fmt: str) -> pa.Schema:
     import pyarrow as pa
 
-    message = pa.struct([("role", pa.string()), ("content", pa.string())])
     types = {
         "str": pa.string(),
         "int": pa.int64(),
         "float": pa.float64(),
         "bool": pa.bool_(),
-        "messages": pa.list_(message),
+        "messages": _messages_type(),
         "ints": pa.list_(pa.int64()),
     }
     return pa.schema([(name, types[t]) for name, t, _ in columns(kind, fmt)])
@@ -930,6 +962,7 @@ class _QuestionInfo:
     answers: tuple[str, str]
     correct_index: int
     licence: str
+    question_set: str
 
 
 class _Lookups:
@@ -954,17 +987,30 @@ class _Lookups:
         if missing:
             if len(self.questions) + len(missing) > self.MAX_QUESTIONS:
                 self.questions.clear()  # keeps memory bounded on huge question banks
-            for pk, ext, text, answers, correct, licence, set_licence in Question.objects.filter(
+            for pk, ext, text, answers, correct, licence, set_licence, set_name in Question.objects.filter(
                 pk__in=missing
-            ).values_list("pk", "external_id", "question", "answers", "correct_index", "licence", "question_set__licence"):
-                self.questions[pk] = _QuestionInfo(ext, text, (answers[0], answers[1]), correct, licence or set_licence)
+            ).values_list(
+                "pk",
+                "external_id",
+                "question",
+                "answers",
+                "correct_index",
+                "licence",
+                "question_set__licence",
+                "question_set__name",
+            ):
+                self.questions[pk] = _QuestionInfo(
+                    ext, text, (answers[0], answers[1]), correct, licence or set_licence, set_name
+                )
         missing = set(constitutions) - self.constitutions.keys()
         if missing:
             for pk, name, version in Constitution.objects.filter(pk__in=missing).values_list("pk", "name", "version"):
                 self.constitutions[pk] = f"{name}@{version}"
         missing = set(profiles) - self.profiles.keys()
         if missing:
-            for pk, backend, model in DebaterProfile.objects.filter(pk__in=missing).values_list("pk", "backend", "model"):
+            for pk, backend, model in DebaterProfile.objects.filter(pk__in=missing).values_list(
+                "pk", "backend", "model"
+            ):
                 self.profiles[pk] = f"{backend}/{model}"
         missing = {pk for pk in ai_judges if pk is not None} - self.ai_judges.keys()
         if missing:
@@ -985,6 +1031,7 @@ class _Lookups:
             debater_models=(self.profiles[row[3]], self.profiles[row[4]]),  # type: ignore[index]
             tournament_id=row[5],  # type: ignore[arg-type]
             licence=q.licence,
+            question_set=q.question_set,
         )
 
 
@@ -1068,9 +1115,18 @@ def _grouped(rows: Iterable[tuple[object, ...]], key_index: int, chunk: int) -> 
         yield block
 
 
+def _ids_filter(name: str, ids: set[int]) -> dict[str, object]:
+    """A range when the ids are dense (an index range scan, no long IN list to send and parse),
+    else IN. Callers drop rows outside ``ids``."""
+    lo, hi = min(ids), max(ids)
+    if len(ids) * 2 >= hi - lo + 1:
+        return {f"{name}__gte": lo, f"{name}__lte": hi}
+    return {f"{name}__in": list(ids)}
+
+
 _VERDICT_FIELDS = (
     "pk", "debate_id", "kind", "judge_id", "ai_judge_id", "judge_label", "shown_first", "p_a", "p_b",
-    "reason", "correct", "created_at", "time_spent_s",
+    "reason", "correct", "time_spent_s", "origin",
     *(f"debate__{f}" for f in _DEBATE_FIELDS),
 )  # fmt: skip
 
@@ -1090,7 +1146,10 @@ def iter_verdict_groups(
     for block in _grouped(qs.values_list(*_VERDICT_FIELDS).iterator(chunk_size=chunk), 1, chunk):
         debate_ids = list(dict.fromkeys(row[1] for row in block))
         speeches: dict[int, list[SpeechData]] = {}
-        for t in Turn.objects.filter(debate_id__in=debate_ids).order_by().values_list(*turn_fields):
+        wanted = set(debate_ids)
+        for t in Turn.objects.filter(**_ids_filter("debate_id", wanted)).order_by().values_list(*turn_fields):
+            if t[0] not in wanted:
+                continue
             quotes: tuple[Mapping[str, object], ...] = ()
             violations: tuple[str, ...] = ()
             if judgments:
@@ -1101,9 +1160,11 @@ def iter_verdict_groups(
             speeches.setdefault(t[0], []).append(SpeechData(t[1], t[2], t[3], t[4], quotes, violations))  # type: ignore[arg-type]
         asked: dict[int, list[JudgeQuestionData]] = {}
         if judgments:
-            for debate_id, after, text in JudgeQuestion.objects.filter(debate_id__in=debate_ids).values_list(
+            for debate_id, after, text in JudgeQuestion.objects.filter(**_ids_filter("debate_id", wanted)).values_list(
                 "debate_id", "after_round", "text"
             ):
+                if debate_id not in wanted:
+                    continue
                 asked.setdefault(debate_id, []).append(JudgeQuestionData(after, text))
         d = 13  # offset of the debate fields in _VERDICT_FIELDS
         lookups.load(
@@ -1114,10 +1175,13 @@ def iter_verdict_groups(
         )
         groups: list[list[VerdictRecord]] = []
         current: list[VerdictRecord] = []
+        infos: dict[int, DebateInfo] = {}
         for row in block:
             (pk, debate_id, kind, judge_id, ai_judge_id, judge_label, shown_first, p_a, p_b, reason, correct,
-             created_at, time_spent_s) = row[:d]  # fmt: skip
-            info = lookups.debate_info(debate_id, row[d:])  # type: ignore[arg-type]
+             time_spent_s, origin) = row[:d]  # fmt: skip
+            info = infos.get(debate_id)  # type: ignore[arg-type]
+            if info is None:
+                info = infos[debate_id] = lookups.debate_info(debate_id, row[d:])  # type: ignore[arg-type,index]
             if judge_id is not None:
                 ref, model = f"user:{judge_id}", ""
             elif ai_judge_id is not None:
@@ -1139,12 +1203,13 @@ def iter_verdict_groups(
                 shown_first=shown_first,  # type: ignore[arg-type]
                 p=(p_a, p_b),  # type: ignore[arg-type]
                 reason=reason,  # type: ignore[arg-type]
-                created_at=created_at,  # type: ignore[arg-type]
                 speeches=tuple(speeches.get(debate_id, ())),  # type: ignore[arg-type]
                 judge_model=str(model),
                 correct=correct,  # type: ignore[arg-type]
                 tournament_id=info.tournament_id,
                 licence=info.licence,
+                question_set=info.question_set,
+                origin=origin,  # type: ignore[arg-type]
                 time_spent_s=time_spent_s,  # type: ignore[arg-type]
                 judge_questions=tuple(asked.get(debate_id, ())),  # type: ignore[arg-type]
             )
@@ -1333,6 +1398,12 @@ class _JsonlWriter:
         return self.digest.hexdigest()
 
 
+def _messages_type() -> pa.DataType:
+    import pyarrow as pa
+
+    return pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+
+
 class _ParquetWriter:
     """Rows buffered into row groups of ``ROW_GROUP`` and written as they fill: bounded memory."""
 
@@ -1355,9 +1426,8 @@ class _ParquetWriter:
 
         if not self.buffer:
             return
-        names = self.names
-        data = {n: [row.get(n) for row in self.buffer] for n in names}
-        self.writer.write_table(pa.Table.from_pydict(data, schema=self.schema))
+        arrays = [pa.array([row.get(c.name) for row in self.buffer], type=c.type) for c in self.schema]
+        self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.buffer = []
 
     def close(self) -> str:
@@ -1386,6 +1456,7 @@ class _Stats:
     licences: Counter[str] = field(default_factory=Counter)
     protocols: Counter[str] = field(default_factory=Counter)
     labels: Counter[str] = field(default_factory=Counter)
+    question_sets: Counter[str] = field(default_factory=Counter)
     questions: set[str] = field(default_factory=set)
 
     def observe(self, row: Row) -> None:
@@ -1394,6 +1465,7 @@ class _Stats:
         self.debater_models[str(row["debater_b_model"])] += 1
         self.licences[str(row["source_licence"]) or "unknown"] += 1
         self.protocols[str(row["protocol"])] += 1
+        self.question_sets[str(row["question_set"])] += 1
         if "judge_kind" in row:
             self.judge_kinds[str(row["judge_kind"])] += 1
             for model in str(row.get("judge_model") or "").split(","):
@@ -1419,6 +1491,21 @@ class ExportResult:
 
 
 ProgressFn = Callable[[int, int], None]
+
+
+def _fewer_gc_passes(blocks: Iterator[Block]) -> Iterator[Block]:
+    """The blocks, with the cyclic garbage collector running rarely meanwhile.
+
+    An export allocates millions of short-lived, acyclic objects; at the default thresholds the
+    collector walks them over and over (about a fifth of the run time). Reference counting frees
+    them as before; only cycles wait a little longer.
+    """
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], 50_000), old[1], old[2])
+    try:
+        yield from blocks
+    finally:
+        gc.set_threshold(*old)
 
 
 def _refuse_existing(path: Path, overwrite: bool) -> None:
@@ -1481,7 +1568,7 @@ def run_export(
         done = 0
         # No transaction around the stream: progress updates (the Celery job's) must be visible to
         # other connections as they happen. PostgreSQL then holds the cursor's result server-side.
-        for block in canonical_blocks(req, anonymize, chunk=chunk):
+        for block in _fewer_gc_passes(canonical_blocks(req, anonymize, chunk=chunk)):
             out_rows: list[Row] = []
             by_split: dict[str, list[Row]] = {"train": [], "test": []}
             for row in block.rows:
@@ -1569,14 +1656,14 @@ class _quiet_datasets:
     def __enter__(self) -> None:
         import datasets
 
-        self.was = datasets.utils.logging.is_progress_bar_enabled()
-        datasets.utils.logging.disable_progress_bars()
+        self.was = not datasets.are_progress_bars_disabled()
+        datasets.disable_progress_bars()
 
     def __exit__(self, *exc: object) -> None:
         import datasets
 
         if self.was:
-            datasets.utils.logging.enable_progress_bars()
+            datasets.enable_progress_bars()
 
 
 # --- The dataset card -----------------------------------------------------------------------------
@@ -1586,6 +1673,21 @@ def _counter_lines(counter: Counter[str], empty: str = "none") -> str:
     if not counter:
         return f"  - {empty}\n"
     return "".join(f"  - `{name}`: {n} rows\n" for name, n in counter.most_common())
+
+
+def _source_lines(stats: _Stats) -> str:
+    sets = {
+        name: (origin, licence)
+        for name, origin, licence in QuestionSet.objects.filter(name__in=list(stats.question_sets)).values_list(
+            "name", "origin", "licence"
+        )
+    }
+    lines = []
+    for name, n in stats.question_sets.most_common():
+        origin, licence = sets.get(name, ("", ""))
+        lines.append(f"- `{name}` ({n} rows): origin {origin or 'not recorded'}; licence {licence or 'not recorded'}\n")
+    lines.append("- licences of the texts, per row:\n" + _counter_lines(stats.licences))
+    return "".join(lines)
 
 
 def _licence_tag(licences: Counter[str]) -> str:
@@ -1601,7 +1703,9 @@ def render_card(req: ExportRequest, result: ExportResult, stats: _Stats) -> str:
     """The dataset card (README.md): what the rows are, every column, counts, filters, provenance."""
     name = result.path.name
     loader = "json" if req.file_format == "jsonl" else "parquet"
-    column_rows = "".join(f"| `{n}` | {t} | {meaning} |\n" for n, t, meaning in columns(req.kind, req.format))
+    column_rows = "".join(
+        f"| `{n}` | {t} | {meaning.replace('|', chr(92) + '|')} |\n" for n, t, meaning in columns(req.kind, req.format)
+    )
     splits = ""
     if result.splits:
         splits = (
@@ -1612,6 +1716,10 @@ def render_card(req: ExportRequest, result: ExportResult, stats: _Stats) -> str:
     if stats.labels:
         labels = f"- labels: {stats.labels.get('true', 0)} true, {stats.labels.get('false', 0)} false\n"
     filters = "".join(f"- {line}\n" for line in req.describe_filters())
+    summary = KIND_HELP[req.kind][0].upper() + KIND_HELP[req.kind][1:]
+    id_scope = (
+        "stable across exports that share ARENA_EXPORT_KEY" if req.stable_judge_ids else "stable within this export only"
+    )
     return f"""---
 license: {_licence_tag(stats.licences)}
 task_categories: [text-generation]
@@ -1622,7 +1730,7 @@ configs:
 ---
 # Debate Arena preference data: {req.kind}, {req.format}
 
-{KIND_HELP[req.kind]}.
+{summary}.
 
 Format: {FORMAT_HELP[req.format]}. One row per line of `{name}` ({req.file_format}). Load it with
 
@@ -1659,16 +1767,14 @@ rows). docs/datasets.md in Debate Arena defines every kind precisely.
 {_counter_lines(stats.debater_models)}- judge kinds:
 {_counter_lines(stats.judge_kinds)}- judge models:
 {_counter_lines(stats.judge_models, "none (human judges only)")}- protocols:
-{_counter_lines(stats.protocols)}- judge ids are keyed hashes, {"stable across exports that share ARENA_EXPORT_KEY" if req.stable_judge_ids else "stable within this export only"}
+{_counter_lines(stats.protocols)}- judge ids are keyed hashes, {id_scope}
 
 ## Source texts and licence
 
-The debates are about the source texts below; the texts themselves are not in this dataset
-(judgment prompts never contain them; debater prompts contain the excerpts the debater saw).
+The debates are about the source texts of these question sets. Judgment prompts never contain
+the texts; debater prompts (turns, revisions) contain the excerpts the debater saw.
 
-{_counter_lines(stats.licences)}
-QuALITY stories come from Project Gutenberg via the NYU 2023 debate release (CC-BY-4.0).
-
+{_source_lines(stats)}
 ## Content hash
 
 - sha256 of `{name}`: `{result.sha256}`
@@ -1757,7 +1863,7 @@ def run_export_job(export_id: int, *, redelivered: bool = False) -> str:
         current = Export.objects.filter(pk=export_id).values_list("status", flat=True).first()
         return str(current or "missing")
     export = Export.objects.get(pk=export_id)
-    last = [0.0]
+    last = [float("-inf")]
 
     def progress(done: int, total: int) -> None:
         now = time.monotonic()
@@ -1770,12 +1876,16 @@ def run_export_job(export_id: int, *, redelivered: bool = False) -> str:
         req = ExportRequest.from_filters(export.kind, export.format, export.filters or {})
         result = run_export(req, out, overwrite=True, progress=progress)
     except ExportError as exc:
-        Export.objects.filter(pk=export_id).update(status=Export.Status.FAILED, error=str(exc), finished_at=timezone.now())
+        Export.objects.filter(pk=export_id).update(
+            status=Export.Status.FAILED, error=str(exc), finished_at=timezone.now()
+        )
         return Export.Status.FAILED
     except Exception as exc:
         log.exception("export %s failed", export_id)
         Export.objects.filter(pk=export_id).update(
-            status=Export.Status.FAILED, error=f"internal error: {type(exc).__name__}: {exc}", finished_at=timezone.now()
+            status=Export.Status.FAILED,
+            error=f"internal error: {type(exc).__name__}: {exc}",
+            finished_at=timezone.now(),
         )
         return Export.Status.FAILED
     Export.objects.filter(pk=export_id).update(

@@ -142,7 +142,6 @@ def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
             "totalTurns": protocol.total_turns(),
             "interactive": protocol.interactive,
             "judgeQuestions": judge_questions,
-            "questionPositions": {str(k): v for k, v in positions.items()},
         },
     }
     if verdict is not None:

@@ -115,7 +115,10 @@ def _serve(export_id: int, which: str) -> FileResponse:
         raise Http404("this export has no file to download (not finished, or its files were removed)")
     if which == "card":
         return FileResponse(
-            path.open("rb"), as_attachment=False, filename=f"export-{export.pk}-README.md", content_type="text/plain; charset=utf-8"
+            path.open("rb"),
+            as_attachment=False,
+            filename=f"export-{export.pk}-README.md",
+            content_type="text/plain; charset=utf-8",
         )
     content_type = "application/x-ndjson" if path.suffix == ".jsonl" else "application/vnd.apache.parquet"
     return FileResponse(

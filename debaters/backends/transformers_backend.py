@@ -252,6 +252,10 @@ class _Scheduler:
         # Scheduler-thread state.
         self.model: PreTrainedModel | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
+        self.device = torch.device("cpu")
+        self.context = 0  # max_position_embeddings: prompt + completion must fit
+        self.eos_ids: frozenset[int] = frozenset()
+        self.pad_id = 0
         self._waiting: collections.deque[_Row] = collections.deque()
         self._rows: list[_Row] = []
         self._cache: Cache | None = None
@@ -449,23 +453,26 @@ class _Scheduler:
         try:
             cache, mask, logits = self._prefill([row.prompt_ids for row in group])
             tokens = self._choose(group, logits)
+            alive = [i for i, (row, token) in enumerate(zip(group, tokens)) if not self._advance(row, token)]
+            if not alive:
+                return
+            if len(alive) < len(group):
+                index = torch.tensor(alive, device=mask.device)
+                for layer in _layers(cache):
+                    layer.select_rows(index, 0)
+                mask = mask.index_select(0, index)
         except Exception as exc:  # noqa: BLE001 - fail these requests, keep serving the others
             log.exception("transformers backend: prefill failed")
-            for row in group:
-                self._send(row.job, BackendError(f"generation failed during prefill: {exc}"), last=True)
+            self._fail(group, exc)
             return
-        alive = [i for i, (row, token) in enumerate(zip(group, tokens)) if not self._advance(row, token)]
-        if not alive:
-            return
-        if len(alive) < len(group):
-            index = torch.tensor(alive, device=mask.device)
-            for layer in _layers(cache):
-                layer.select_rows(index, 0)
-            mask = mask.index_select(0, index)
         rows = [group[i] for i in alive]
         nxt = torch.tensor([tokens[i] for i in alive], device=mask.device)
-        pos = mask.sum(dim=1)
-        self._merge(rows, cache, mask, nxt, pos)
+        try:
+            self._merge(rows, cache, mask, nxt, mask.sum(dim=1))
+        except Exception as exc:  # noqa: BLE001 - the running batch may be half-merged: fail it all
+            log.exception("transformers backend: merging newcomers failed")
+            self._fail(rows, exc)
+            self._fail_running(exc)
 
     def _prefill(self, prompts: list[list[int]]) -> tuple[Cache, torch.Tensor, torch.Tensor]:
         """Run left-padded prompts; return their cache, mask and next-token logits ``[n, V]``."""
@@ -539,6 +546,7 @@ class _Scheduler:
             log.exception("transformers backend: decoding step failed")
             self._fail_running(exc)
             return
+        # Past this point the batch is consistent; anything raising below is caught by _run.
         keep = [i for i, (row, token) in enumerate(zip(rows, tokens)) if not self._advance(row, token)]
         self._next = torch.tensor(tokens, device=self._mask.device)
         self._keep(keep)
@@ -628,12 +636,15 @@ class _Scheduler:
         for start in range(0, len(ready), size):
             chunk = ready[start : start + size]
             try:
-                _cache, _mask, logits = self._prefill([prompt for _, prompt, _ in chunk])
-                probs = torch.softmax(logits.float(), dim=-1).cpu()
+                ids, mask = self._left_pad([prompt for _, prompt, _ in chunk])
+                positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
+                assert self.model is not None
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+                probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
             except Exception as exc:  # noqa: BLE001
                 log.exception("transformers backend: choice scoring failed")
                 for job, _, _ in chunk:
-                    self._send(job, BackendError(f"choice scoring failed: {exc}"), last=True)
+                    self._send(job, BackendError(f"choice scoring failed: {type(exc).__name__}: {exc}"), last=True)
                 continue
             for row_probs, (job, _, candidates) in zip(probs, chunk):
                 masses = [float(row_probs[ids].sum()) for ids in candidates]
@@ -670,10 +681,15 @@ class _Scheduler:
                 for job, _ in items:
                     job.cancelled = True
 
-    def _fail_running(self, exc: Exception) -> None:
-        for row in self._rows:
+    def _fail(self, rows: Sequence[_Row], exc: Exception) -> None:
+        """Fail these rows' requests (transient: a retry may well succeed) unless already finished."""
+        for row in rows:
             if not row.job.done:
-                self._send(row.job, BackendError(f"generation failed: {exc}"), last=True)
+                self._send(row.job, BackendError(f"generation failed: {type(exc).__name__}: {exc}"), last=True)
+
+    def _fail_running(self, exc: Exception) -> None:
+        """Fail every request in the running batch and drop the batch."""
+        self._fail(self._rows, exc)
         self._rows, self._cache, self._mask, self._next, self._pos = [], None, None, None, None
 
     def _shutdown(self) -> None:
@@ -811,6 +827,7 @@ class TransformersBackend(ModelAPI):
         self.options = TransformersOptions.from_spec(spec)
         self._lock = threading.Lock()
         self._scheduler: _Scheduler | None = None
+        self._count_lock = threading.Lock()  # separate: a first count_tokens may load for seconds
         self._count_tokenizer: PreTrainedTokenizerBase | None = None
 
     def _running(self) -> _Scheduler:
@@ -885,7 +902,7 @@ class TransformersBackend(ModelAPI):
         Uses its own tokenizer instance (loaded on first call, converting the embedded model if
         needed), because a Hugging Face fast tokenizer must not be shared between threads.
         """
-        with self._lock:
+        with self._count_lock:
             if self._count_tokenizer is None:
                 self._count_tokenizer = _load_tokenizer(resolve_model_path(self.spec.model))
             return len(self._count_tokenizer.encode(text, add_special_tokens=False))

@@ -1,5 +1,5 @@
-// Live transcript of one debate. Model output is untrusted: every piece of it goes into the page
-// through textContent, never innerHTML.
+// Live transcript of one debate. Model output (and a judge's typed question) is untrusted: every
+// piece of it goes into the page through textContent, never innerHTML.
 (function () {
   "use strict";
   const config = JSON.parse(document.getElementById("client-config").textContent);
@@ -7,15 +7,26 @@
   const statusEl = document.getElementById("debate-status");
   const progress = document.getElementById("progress");
   const submit = document.getElementById("submit-verdict");
+  const questionCard = document.getElementById("question-card");
   const turns = new Map(); // turn index -> {el, body, seq, final}
-  let totalTurns = 0;
+  const questions = new Map(); // after_round -> {after_round, before_turn, text}
+  let totalTurns = config.totalTurns || 0;
+  let status = "";
   let socket = null;
   let retryMs = 500;
 
   function labelFor(side) {
     const label = config.sideLabels[String(side)];
     const answer = config.sideAnswers ? config.sideAnswers[String(side)] : "";
-    return "Debater for " + label + (answer ? " (\u201c" + answer + "\u201d)" : "");
+    const noun = config.speakerNoun || "Debater";
+    return noun + " for " + label + (answer ? " (\u201c" + answer + "\u201d)" : "");
+  }
+
+  function insertOrdered(el, order) {
+    if (!transcript) return;
+    el.dataset.turn = String(order);
+    const later = Array.from(transcript.children).find((c) => Number(c.dataset.turn) > order);
+    transcript.insertBefore(el, later || null);
   }
 
   function turnElement(turn, round, side) {
@@ -23,18 +34,38 @@
     if (entry) return entry;
     const el = document.createElement("article");
     el.className = "turn side-" + side;
-    el.dataset.turn = String(turn);
     const head = document.createElement("header");
     head.textContent = "Round " + round + " \u00b7 " + labelFor(side);
     const body = document.createElement("div");
     body.className = "body";
     el.append(head, body);
     // Keep the transcript in turn order whatever order events arrive in.
-    const later = Array.from(transcript.children).find((c) => Number(c.dataset.turn) > turn);
-    transcript.insertBefore(el, later || null);
-    entry = { el: el, body: body, seq: 0, final: false };
+    insertOrdered(el, turn);
+    entry = { el: el, head: head, body: body, seq: 0, final: false };
     turns.set(turn, entry);
     return entry;
+  }
+
+  function addQuestion(q) {
+    if (!q || questions.has(q.after_round)) return;
+    questions.set(q.after_round, q);
+    renderQuestion(q);
+    if (questionCard && Number(questionCard.dataset.round) === q.after_round) questionCard.hidden = true;
+  }
+
+  function renderQuestion(q) {
+    if (!transcript) return;
+    const el = document.createElement("aside");
+    el.className = "judge-question";
+    el.dataset.round = String(q.after_round);
+    const head = document.createElement("header");
+    head.textContent = "The judge asked, after round " + q.after_round + ":";
+    const body = document.createElement("div");
+    body.className = "body";
+    body.textContent = q.text;
+    el.append(head, body);
+    // Just before the first speech of the next round.
+    insertOrdered(el, Number(q.before_turn) - 0.5);
   }
 
   function renderFinal(t) {
@@ -52,12 +83,27 @@
       span.textContent = seg.text;
       entry.body.appendChild(span);
     }
-    const violations = (t.meta && t.meta.violations) || [];
+    const truncated = t.truncated !== undefined ? t.truncated : (t.meta && t.meta.truncated);
+    if (truncated && !entry.head.querySelector(".badge-truncated")) {
+      const badge = document.createElement("span");
+      badge.className = "badge badge-truncated";
+      badge.textContent = "truncated";
+      badge.title = "The speech went over the length limit and was cut at a word boundary.";
+      entry.head.append(" ", badge);
+    }
+    const violations = t.violations || (t.meta && t.meta.violations) || [];
+    const old = entry.el.querySelector(".violations");
+    if (old) old.remove();
     if (violations.length) {
-      const note = document.createElement("p");
-      note.className = "violations";
-      note.textContent = "Referee: " + violations.map((v) => v.message || v.rule || String(v)).join("; ");
-      entry.el.appendChild(note);
+      const list = document.createElement("ul");
+      list.className = "violations";
+      for (const v of violations) {
+        const item = document.createElement("li");
+        item.dataset.rule = String(v.rule || "");
+        item.textContent = "Referee: " + (v.message || v.rule || String(v));
+        list.appendChild(item);
+      }
+      entry.el.appendChild(list);
     }
     updateProgress();
   }
@@ -74,25 +120,44 @@
     entry.body.appendChild(document.createTextNode(text));
   }
 
+  function finalCount() {
+    return Array.from(turns.values()).filter((t) => t.final).length;
+  }
+
   function updateProgress() {
+    updateSubmit();
     if (!progress || !totalTurns) return;
-    const done = Array.from(turns.values()).filter((t) => t.final).length;
+    const done = finalCount();
     progress.querySelector(".bar").style.width = Math.round((100 * done) / totalTurns) + "%";
     progress.querySelector(".label").textContent = done + " of " + totalTurns + " speeches";
   }
 
-  function setStatus(status, detail) {
-    if (!statusEl) return;
-    statusEl.textContent = status;
-    statusEl.className = "status status-" + status;
-    if (detail) statusEl.title = detail;
-    if (submit && status === "finished") submit.disabled = false;
+  // The protocol's judging rules: a verdict needs minTurns speeches, or the end of the debate when
+  // minTurns is every speech. The server checks the same rule again.
+  function updateSubmit() {
+    if (!submit) return;
+    const minTurns = config.minTurns === undefined ? totalTurns : config.minTurns;
+    const early = minTurns < totalTurns && finalCount() >= minTurns && status !== "failed" && status !== "cancelled";
+    if (status === "finished" || early) submit.disabled = false;
+  }
+
+  function setStatus(newStatus, detail) {
+    status = newStatus;
+    if (statusEl) {
+      statusEl.textContent = newStatus;
+      statusEl.className = "status status-" + newStatus;
+      if (detail) statusEl.title = detail;
+    }
+    if (questionCard && newStatus === "waiting") questionCard.hidden = false;
+    if (questionCard && newStatus === "running") questionCard.hidden = true;
+    updateSubmit();
   }
 
   function onSnapshot(msg) {
-    transcript.replaceChildren();
+    if (transcript) transcript.replaceChildren();
     turns.clear();
     totalTurns = msg.debate.total_turns;
+    for (const q of questions.values()) renderQuestion(q);
     for (const t of msg.turns) renderFinal(t);
     for (const t of msg.inflight) {
       const entry = turnElement(t.turn, t.round, t.side);
@@ -100,7 +165,10 @@
       entry.seq = t.seq;
       entry.body.textContent = t.text;
     }
-    setStatus(msg.debate.status, msg.debate.detail);
+    // A debate waiting for its judge's question is "queued" in the database: keep "waiting".
+    if (!(questionCard && !questionCard.hidden && msg.debate.status === "queued")) {
+      setStatus(msg.debate.status, msg.debate.detail);
+    }
     updateProgress();
   }
 
@@ -121,6 +189,7 @@
         break;
       }
       case "turn_end": renderFinal(msg); break;
+      case "judge_question": addQuestion(msg); break;
       case "status": setStatus(msg.status, msg.detail); break;
       case "error": console.warn("server:", msg.error); break;
     }
@@ -143,6 +212,8 @@
     };
   }
 
+  for (const q of config.judgeQuestions || []) addQuestion(q);
+  if (statusEl) status = statusEl.textContent.trim();
   const pFirst = document.getElementById("p-first");
   const pSecond = document.getElementById("p-second");
   if (pFirst && pSecond) {

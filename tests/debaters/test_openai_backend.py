@@ -520,7 +520,7 @@ async def test_it_times_out_a_server_that_stops_sending(server: ScriptedServer, 
     with pytest.raises(BackendError) as info:
         await _collect(backend, _request())
     elapsed = time.monotonic() - started
-    assert 0.3 < elapsed < 2.0
+    assert 0.3 < elapsed < 10.0  # the 0.4 s idle timeout fired, not some later one
     assert not info.value.permanent and "sent nothing for 0.4s" in info.value.message
     await backend.aclose()
 

@@ -122,8 +122,14 @@ def build_world(n_questions: int = 10) -> World:
                 )  # fmt: skip
         world.verdicts.append(
             Verdict.objects.create(
-                debate=debate, kind=Verdict.Kind.AI, ai_judge=ai, judge_label=ai.label, shown_first=i % 2,
-                p_a=0.8 if i % 3 else 0.35, p_b=0.2 if i % 3 else 0.65, reason="" if i % 2 else "Verified quotes.",
+                debate=debate,
+                kind=Verdict.Kind.AI,
+                ai_judge=ai,
+                judge_label=ai.label,
+                shown_first=i % 2,
+                p_a=0.8 if i % 3 else 0.35,
+                p_b=0.2 if i % 3 else 0.65,
+                reason="" if i % 2 else "Verified quotes.",
                 correct=(0 if i % 3 else 1) == i % 2,
             )  # fmt: skip
         )
@@ -131,8 +137,15 @@ def build_world(n_questions: int = 10) -> World:
     for user, p_a, shown in ((humans[0], 0.9, 0), (humans[1], 0.3, 1)):
         world.verdicts.append(
             Verdict.objects.create(
-                debate=first, kind=Verdict.Kind.HUMAN, judge=user, shown_first=shown, p_a=p_a, p_b=1 - p_a,
-                reason="The verified quote settles it.", time_spent_s=42.0, correct=p_a > 0.5,
+                debate=first,
+                kind=Verdict.Kind.HUMAN,
+                judge=user,
+                shown_first=shown,
+                p_a=p_a,
+                p_b=1 - p_a,
+                reason="The verified quote settles it.",
+                time_spent_s=42.0,
+                correct=p_a > 0.5,
             )  # fmt: skip
         )
     return world
@@ -146,7 +159,7 @@ def world(db: None) -> World:
 def _load(path: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     import datasets
 
-    datasets.utils.logging.disable_progress_bars()
+    datasets.disable_progress_bars()
     loader = "json" if path.suffix == ".jsonl" else "parquet"
     return datasets.load_dataset(loader, data_files=str(path), split="train", cache_dir=str(tmp_path / "hf-cache"))
 
@@ -370,6 +383,27 @@ def test_hh_rlhf_transcripts_differ_only_in_the_last_turn_even_with_a_speaker_ta
     assert chosen.endswith("\n\nAssistant: Good.\nHuman: injected question")
 
 
+def test_quote_marks_use_the_offsets_of_the_raw_speech() -> None:
+    from debaters.quotes import SourceIndex, check_quotes
+    from judging.exports import SpeechData, VerdictRecord, judgment_prompt
+
+    text = "   Indented. <quote>found the lamp shattered</quote> and <quote>a made-up line</quote>."
+    speech = SpeechData(0, 1, 0, text, tuple(c.to_dict() for c in check_quotes(text, SourceIndex(SOURCE))))
+    record = VerdictRecord(
+        verdict_id=1, debate_id=1, question_id="q", question="Who?", answers=("x", "y"), correct_index=0,
+        protocol="debate", constitution="c@1", debater_models=("m", "n"), judge_kind="human", judge_ref="user:1",
+        shown_first=1, p=(0.4, 0.6), reason="", speeches=(speech,),
+    )  # fmt: skip
+
+    user = judgment_prompt(record)[1]["content"]
+
+    assert "A: y\nB: x" in user
+    assert (
+        "Debater for B (round 1):\nIndented. <quote>found the lamp shattered</quote>[verified] and "
+        "<quote>a made-up line</quote>[unverified]."
+    ) in user
+
+
 def test_standard_prompts_join_the_messages() -> None:
     assert render_prompt([{"role": "system", "content": "a"}, {"role": "user", "content": "b"}]) == "a\n\nb"
 
@@ -379,7 +413,9 @@ def test_the_hf_folder_splits_never_share_a_question(world: World, tmp_path: Pat
     import datasets
 
     result = run_export(
-        ExportRequest(kind="turns", format="conversational", test_fraction=0.4), tmp_path / "out", hf_dir=tmp_path / "hf"
+        ExportRequest(kind="turns", format="conversational", test_fraction=0.4),
+        tmp_path / "out",
+        hf_dir=tmp_path / "hf",
     )
 
     dd = datasets.load_from_disk(str(tmp_path / "hf"))

@@ -67,11 +67,19 @@ class Command(BaseCommand):
             "--format", choices=FORMATS, default="conversational", help="row format (default: conversational)"
         )
         parser.add_argument(
-            "--file-format", choices=FILE_FORMATS, default="jsonl", help="file type of OUT/preferences.* (default: jsonl)"
+            "--file-format",
+            choices=FILE_FORMATS,
+            default="jsonl",
+            help="file type of OUT/preferences.* (default: jsonl)",
         )
-        parser.add_argument("--hf", type=Path, metavar="DIR", help="also write a datasets folder with train/test splits")
         parser.add_argument(
-            "--test-fraction", type=_fraction, default=0.1, help="share of questions in the --hf test split (default 0.1)"
+            "--hf", type=Path, metavar="DIR", help="also write a datasets folder with train/test splits"
+        )
+        parser.add_argument(
+            "--test-fraction",
+            type=_fraction,
+            default=0.1,
+            help="share of questions in the --hf test split (default 0.1)",
         )
         parser.add_argument("--judge", choices=JUDGES, default="any", help="which verdicts: human, ai or any")
         parser.add_argument("--min-margin", type=_fraction, help="keep rows whose margin is at least this (0–1)")
@@ -79,17 +87,25 @@ class Command(BaseCommand):
             "--min-agreement", type=_fraction, help="keep rows whose debate's judges agree at least this much (0–1)"
         )
         parser.add_argument("--constitution", default="", metavar="NAME[@VERSION]", help="only debates under it")
-        parser.add_argument("--since", type=_since, metavar="DATE", help="only verdicts (or turns) from this ISO date on")
+        parser.add_argument(
+            "--since", type=_since, metavar="DATE", help="only verdicts (or turns) from this ISO date on"
+        )
         parser.add_argument("--tournament", type=int, metavar="ID", help="only debates of this tournament")
         parser.add_argument(
-            "--correct-only", action="store_true", help="only rows whose judge was right (speaker argued gold, for turns/revisions)"
+            "--correct-only",
+            action="store_true",
+            help="only rows whose judge was right (speaker argued gold, for turns/revisions)",
         )
         parser.add_argument(
             "--per-verdict", action="store_true", help="arguments: one row per verdict instead of one per debate"
         )
-        parser.add_argument("--all-pairs", action="store_true", help="turns: every pair of candidates, not best vs worst")
         parser.add_argument(
-            "--stable-judge-ids", action="store_true", help="judge ids keyed by ARENA_EXPORT_KEY: the same across exports"
+            "--all-pairs", action="store_true", help="turns: every pair of candidates, not best vs worst"
+        )
+        parser.add_argument(
+            "--stable-judge-ids",
+            action="store_true",
+            help="judge ids keyed by ARENA_EXPORT_KEY: the same across exports",
         )
         parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")

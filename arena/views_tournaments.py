@@ -1,0 +1,151 @@
+"""Researcher pages for tournaments: define one (YAML or form fields), follow its progress live,
+pause, resume or cancel it. Views validate and call :mod:`arena.tournaments`; nothing runs here."""
+
+from __future__ import annotations
+
+from django import forms
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+from arena import tournaments
+from arena.engine.protocol import PROTOCOLS
+from arena.importing import ensure_sample_set
+from arena.models import QuestionSet, Tournament
+from arena.roles import researcher_required
+from arena.tournaments import TournamentConfigError, TournamentStateError
+from debaters.models import DebaterProfile
+from debaters.profiles import default_profile
+from judging.ai_verdicts import default_judge_profile
+from judging.models import JudgeProfile
+
+MAX_YAML = 20_000
+
+
+class TournamentForm(forms.Form):
+    """Either a YAML definition, or the common fields (the YAML wins when both are given)."""
+
+    definition = forms.CharField(
+        required=False,
+        max_length=MAX_YAML,
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+        label="YAML definition (optional: overrides the fields below)",
+    )
+    name = forms.CharField(required=False, max_length=200)
+    question_set = forms.ModelChoiceField(queryset=QuestionSet.objects.order_by("name"), required=False)
+    question_limit = forms.IntegerField(min_value=1, required=False, label="Questions (first N; empty for all)")
+    debaters = forms.ModelMultipleChoiceField(queryset=DebaterProfile.objects.order_by("name"), required=False)
+    protocols = forms.MultipleChoiceField(choices=(), required=False, initial=["debate"])
+    judges = forms.ModelMultipleChoiceField(queryset=JudgeProfile.objects.order_by("name"), required=False, label="AI judges")
+    rounds = forms.IntegerField(initial=2)
+    max_tokens = forms.IntegerField(initial=120, label="Max tokens per speech")
+    word_limit = forms.IntegerField(initial=100, label="Word limit per speech")
+    context_tokens = forms.IntegerField(required=False, initial=600, label="Story excerpt tokens (empty: whole story)")
+    seed = forms.IntegerField(initial=0)
+    chunk_size = forms.IntegerField(initial=tournaments.DEFAULT_CHUNK, label="Debates per worker task")
+    self_play = forms.BooleanField(required=False, label="Self-play too")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.fields["protocols"].choices = [(name, getattr(cls, "title", "") or name) for name, cls in PROTOCOLS.items()]  # type: ignore[attr-defined]
+
+    def definition_dict(self) -> dict[str, object]:
+        """The definition to validate; raises :class:`TournamentConfigError` for bad YAML."""
+        data = self.cleaned_data
+        if (data.get("definition") or "").strip():
+            return tournaments.parse_yaml(data["definition"])
+        questions: dict[str, object] = {"set": data["question_set"].name if data.get("question_set") else ""}
+        if data.get("question_limit"):
+            questions["limit"] = data["question_limit"]
+        limits: dict[str, object] = {
+            "rounds": data.get("rounds"),
+            "max_tokens": data.get("max_tokens"),
+            "word_limit": data.get("word_limit"),
+            "context_tokens": data.get("context_tokens"),
+        }
+        return {
+            "name": data.get("name") or "",
+            "questions": questions,
+            "debaters": [d.name for d in data.get("debaters") or []],
+            "protocols": list(data.get("protocols") or []),
+            "judges": [j.name for j in data.get("judges") or []],
+            "limits": limits,
+            "seed": data.get("seed") if data.get("seed") is not None else 0,
+            "chunk_size": data.get("chunk_size") or tournaments.DEFAULT_CHUNK,
+            "self_play": bool(data.get("self_play")),
+        }
+
+
+@researcher_required
+def tournament_list(request: HttpRequest) -> HttpResponse:
+    # What a fresh install needs to define a first tournament without the admin.
+    ensure_sample_set()
+    default_profile()
+    default_judge_profile()
+    problems: list[str] = []
+    if request.method == "POST":
+        form = TournamentForm(request.POST)
+        if form.is_valid():
+            try:
+                spec = tournaments.validate(form.definition_dict())
+            except TournamentConfigError as exc:
+                problems = exc.problems
+            else:
+                tournament = tournaments.create_tournament(spec, created_by=request.user)  # type: ignore[arg-type]
+                tournaments.start(tournament.pk)
+                return HttpResponseRedirect(reverse("tournament_detail", args=[tournament.pk]))
+    else:
+        form = TournamentForm(
+            initial={"question_set": QuestionSet.objects.order_by("name").first(), "question_limit": 2, "judges": [default_judge_profile()]}
+        )
+    page = Paginator(Tournament.objects.order_by("-created_at"), 25).get_page(request.GET.get("page"))
+    rows = [(t, tournaments.progress(t)) for t in page]
+    return render(request, "arena/tournaments.html", {"form": form, "problems": problems, "page": page, "rows": rows})
+
+
+@researcher_required
+def tournament_detail(request: HttpRequest, tournament_id: int) -> HttpResponse:
+    tournament = get_object_or_404(Tournament, pk=tournament_id)
+    progress = tournaments.progress(tournament)
+    debates = Paginator(
+        tournament.debates.select_related("question", "debater_a", "debater_b").order_by("pk"), 50
+    ).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "arena/tournament_detail.html",
+        {
+            "tournament": tournament,
+            "progress": progress,
+            "debates": debates,
+            "client_config": {"progressUrl": reverse("tournament_progress", args=[tournament.pk])},
+        },
+    )
+
+
+@require_GET
+@researcher_required
+def tournament_progress(request: HttpRequest, tournament_id: int) -> JsonResponse:
+    tournament = get_object_or_404(Tournament, pk=tournament_id)
+    return JsonResponse({"id": tournament.pk, "error": tournament.error, **tournaments.progress(tournament).as_dict()})
+
+
+def _control(action: str):  # type: ignore[no-untyped-def]
+    @require_POST
+    @researcher_required
+    def view(request: HttpRequest, tournament_id: int) -> HttpResponse:
+        get_object_or_404(Tournament, pk=tournament_id)
+        try:
+            getattr(tournaments, action)(tournament_id)
+        except TournamentStateError as exc:
+            return render(request, "arena/tournament_error.html", {"message": str(exc), "tournament_id": tournament_id}, status=409)
+        return HttpResponseRedirect(reverse("tournament_detail", args=[tournament_id]))
+
+    view.__name__ = f"tournament_{action}"
+    return view
+
+
+tournament_pause = _control("pause")
+tournament_resume = _control("resume")
+tournament_cancel = _control("cancel")
