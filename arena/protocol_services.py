@@ -25,7 +25,7 @@ def _locked(debate_id: int, owner: str) -> Debate | None:
 def record_settings(debate_id: int, owner: str, updates: Mapping[str, object]) -> bool:
     """Add keys to ``Debate.settings`` (a draw the protocol made, e.g. the consultant's side).
 
-    Keys already present are left alone: a draw is recorded once and never changes.
+    Keys already set (not null) are left alone: a draw is recorded once and never changes.
     """
     with transaction.atomic():
         debate = _locked(debate_id, owner)
@@ -33,7 +33,8 @@ def record_settings(debate_id: int, owner: str, updates: Mapping[str, object]) -
             return False
         merged = dict(debate.settings)
         for key, value in updates.items():
-            merged.setdefault(key, value)
+            if merged.get(key) is None:
+                merged[key] = value
         if merged != debate.settings:
             Debate.objects.filter(pk=debate_id).update(settings=merged)
         return True
@@ -121,7 +122,12 @@ def commit_turn(
         )
         Candidate.objects.bulk_create(
             Candidate(
-                turn=turn, index=c.index, text=c.text, score=c.score, chosen=c.chosen, completion_tokens=c.completion_tokens
+                turn=turn,
+                index=c.index,
+                text=c.text,
+                score=c.score,
+                chosen=c.chosen,
+                completion_tokens=c.completion_tokens,
             )
             for c in candidates
         )

@@ -26,7 +26,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from asgiref.sync import sync_to_async
 from django.utils import timezone

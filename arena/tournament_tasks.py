@@ -26,6 +26,9 @@ from arena import worker_loop
 
 log = logging.getLogger(__name__)
 
+# A judge backend that is down: every 30 s for ten minutes, then the chunk task gives up.
+MAX_CHUNK_RETRIES = 20
+
 __all__ = ["dispatch_tournament_task", "run_tournament_chunk_task"]
 
 
@@ -64,11 +67,19 @@ def run_tournament_chunk_task(self, tournament_id: int, debate_ids: list[int]) -
     try:
         result = worker_loop.run(tournaments.run_chunk(tournament_id, debate_ids, _owner()))
     except BackendError as exc:
-        if exc.permanent:
+        # Permanent judge failures are recorded by run_chunk; what arrives here is a backend that
+        # stayed unreachable through its own retries. Try the chunk again later: nothing is repeated,
+        # since finished debates cannot be claimed and stored verdicts are skipped.
+        if self.request.retries >= MAX_CHUNK_RETRIES:
             raise
-        # A judge's backend failed transiently after its own retries: try the chunk again later.
-        # Nothing is repeated: the debates are finished and stored verdicts are skipped.
         raise self.retry(countdown=30, exc=exc) from exc
+    except Exception as exc:  # noqa: BLE001
+        # Anything else (the database restarting, a bug): a few more tries, then the task fails and
+        # the debates wait for the next dispatch (a worker start, or resume).
+        log.exception("tournament %s: chunk %s failed", tournament_id, debate_ids)
+        if self.request.retries >= 3:
+            raise
+        raise self.retry(countdown=60, exc=exc) from exc
     if result.stopped:
         return f"stopped: {result.stopped}"
     if result.retry:

@@ -30,9 +30,7 @@ def constitution_list(request: HttpRequest) -> HttpResponse:
     default_constitution()
     constitutions = list(constitutions_with_usage())
     latest = latest_version_numbers()
-    return render(
-        request, "arena/constitution_list.html", {"constitutions": constitutions, "latest": latest}
-    )
+    return render(request, "arena/constitution_list.html", {"constitutions": constitutions, "latest": latest})
 
 
 @researcher_required
@@ -88,7 +86,10 @@ def constitution_edit(request: HttpRequest, constitution_id: int) -> HttpRespons
         )
     status = 400 if request.method == "POST" else 200
     return render(
-        request, "arena/constitution_edit.html", {"base": base, "form": form, "error": error, "used": base.is_used()}, status=status
+        request,
+        "arena/constitution_edit.html",
+        {"base": base, "form": form, "error": error, "used": base.is_used()},
+        status=status,
     )
 
 

@@ -39,12 +39,13 @@ class TournamentForm(forms.Form):
     debaters = forms.ModelMultipleChoiceField(queryset=DebaterProfile.objects.order_by("name"), required=False)
     protocols = forms.MultipleChoiceField(choices=(), required=False, initial=["debate"])
     judges = forms.ModelMultipleChoiceField(queryset=JudgeProfile.objects.order_by("name"), required=False, label="AI judges")
-    rounds = forms.IntegerField(initial=2)
-    max_tokens = forms.IntegerField(initial=120, label="Max tokens per speech")
-    word_limit = forms.IntegerField(initial=100, label="Word limit per speech")
+    # Not required, so that a YAML definition alone is a complete form; validate() checks ranges.
+    rounds = forms.IntegerField(required=False, initial=2)
+    max_tokens = forms.IntegerField(required=False, initial=120, label="Max tokens per speech")
+    word_limit = forms.IntegerField(required=False, initial=100, label="Word limit per speech")
     context_tokens = forms.IntegerField(required=False, initial=600, label="Story excerpt tokens (empty: whole story)")
-    seed = forms.IntegerField(initial=0)
-    chunk_size = forms.IntegerField(initial=tournaments.DEFAULT_CHUNK, label="Debates per worker task")
+    seed = forms.IntegerField(required=False, initial=0)
+    chunk_size = forms.IntegerField(required=False, initial=tournaments.DEFAULT_CHUNK, label="Debates per worker task")
     self_play = forms.BooleanField(required=False, label="Self-play too")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -60,11 +61,9 @@ class TournamentForm(forms.Form):
         if data.get("question_limit"):
             questions["limit"] = data["question_limit"]
         limits: dict[str, object] = {
-            "rounds": data.get("rounds"),
-            "max_tokens": data.get("max_tokens"),
-            "word_limit": data.get("word_limit"),
-            "context_tokens": data.get("context_tokens"),
+            key: data[key] for key in ("rounds", "max_tokens", "word_limit") if data.get(key) is not None
         }
+        limits["context_tokens"] = data.get("context_tokens")
         return {
             "name": data.get("name") or "",
             "questions": questions,

@@ -122,7 +122,9 @@ async def best_of_n(model: ModelAPI, request: GenerateRequest, n: int, scorer: S
     if not 1 <= n <= 9:
         raise ValueError("best-of-N needs 1 <= N <= 9")
     base = request.params.seed or 0
-    requests = [GenerateRequest(messages=request.messages, params=request.params.replace(seed=base * 10 + i)) for i in range(n)]
+    requests = [
+        GenerateRequest(messages=request.messages, params=request.params.replace(seed=base * 10 + i)) for i in range(n)
+    ]
     finals = await asyncio.gather(*(model.complete(r) for r in requests))
     scores = await asyncio.gather(*(scorer(f.text) for f in finals))
     best = max(range(n), key=lambda i: (scores[i], -i))

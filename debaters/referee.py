@@ -283,7 +283,9 @@ def review_turn(text: str, source: SourceIndex, rules: RefereeRules, *, quote_wo
         tags = _markup_tags(shown)
         if tags:
             listed = ", ".join(f"<{t}>" for t in tags[:5])
-            violations.append(Violation("markup", f"contains markup ({listed}); shown as plain text", {"tags": tags[:5]}))
+            violations.append(
+                Violation("markup", f"contains markup ({listed}); shown as plain text", {"tags": tags[:5]})
+            )
     if _unclosed_quote(shown):
         violations.append(Violation("unclosed-quote", "a <quote> tag is never closed; it is shown as plain text"))
     role = _ROLE_LINE.search(shown)

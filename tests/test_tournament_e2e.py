@@ -41,8 +41,12 @@ def _wait(predicate, timeout: float, what: str) -> None:  # type: ignore[no-unty
 
 def test_a_tournament_survives_a_killed_worker_and_runs_every_debate_once(celery_worker_proc, question, client, alice) -> None:  # type: ignore[no-untyped-def]
     Worker = type(celery_worker_proc)
+    from arena.celery import app
+
     # The fixture's worker has production timeouts: replace it by one that recovers fast.
     celery_worker_proc.stop()
+    # Messages left in the queue by an earlier run would name ids of a dropped test database.
+    app.control.purge()
     _second_question(question)
     for name, temperature in (("emb-cold", 0.2), ("emb-hot", 1.2)):
         DebaterProfile.objects.create(
@@ -87,6 +91,8 @@ def test_a_tournament_survives_a_killed_worker_and_runs_every_debate_once(celery
         first.stop()
         if second is not None:
             second.stop()
+        # A redelivered duplicate may be put back on the queue at shutdown.
+        app.control.purge()
 
     tournament.refresh_from_db()
     assert tournament.status == Tournament.Status.FINISHED, tournament.error

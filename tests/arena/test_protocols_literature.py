@@ -153,7 +153,10 @@ def test_it_lets_nobody_speak_for_a_naive_or_expert_judge(name: str) -> None:
 
 
 def test_it_shows_the_source_to_the_expert_judge_and_to_nobody_else() -> None:
-    sees = {name: make_protocol(name, {"consultant_side": 0, "open_choice": {"side": 0}}).judge_sees_source() for name in ALL}
+    sees = {
+        name: make_protocol(name, {"consultant_side": 0, "open_choice": {"side": 0}}).judge_sees_source()
+        for name in ALL
+    }
 
     assert sees == {name: name == "expert" for name in ALL}
     assert isinstance(make_protocol("expert", {}), ExpertJudgeProtocol)
@@ -200,7 +203,9 @@ def test_it_refuses_malformed_judging_rules(settings: dict[str, object], message
     "rule, best, coin, worst",
     [("log", 0.0, -1.0, math.log2(1e-9)), ("quadratic", 1.0, 0.5, -1.0), ("spherical", 1.0, 1 / math.sqrt(2), 0.0)],
 )
-def test_it_scores_certainty_a_coin_flip_and_a_confident_mistake(rule: str, best: float, coin: float, worst: float) -> None:
+def test_it_scores_certainty_a_coin_flip_and_a_confident_mistake(
+    rule: str, best: float, coin: float, worst: float
+) -> None:
     assert raw_score(rule, 1.0, 0.0) == pytest.approx(best)
     assert raw_score(rule, 0.5, 0.5) == pytest.approx(coin)
     assert raw_score(rule, 0.0, 1.0) == pytest.approx(worst)
@@ -208,7 +213,9 @@ def test_it_scores_certainty_a_coin_flip_and_a_confident_mistake(rule: str, best
 
 @pytest.mark.parametrize("rule", ["log", "quadratic", "spherical"])
 @pytest.mark.parametrize("belief", [0.2, 0.55, 0.9])
-def test_its_scoring_rules_are_proper_a_judge_does_best_by_reporting_what_they_believe(rule: str, belief: float) -> None:
+def test_its_scoring_rules_are_proper_a_judge_does_best_by_reporting_what_they_believe(
+    rule: str, belief: float
+) -> None:
     def expected(report: float) -> float:
         return belief * raw_score(rule, report, 1 - report) + (1 - belief) * raw_score(rule, 1 - report, report)
 
@@ -249,9 +256,15 @@ def test_it_describes_the_rule_and_the_penalty_for_the_judge() -> None:
 
 def test_it_reads_protocol_settings_back_from_its_own_output() -> None:
     settings = ProtocolSettings(
-        rounds=3, max_tokens=64, word_limit=80, context_tokens=None,
+        rounds=3,
+        max_tokens=64,
+        word_limit=80,
+        context_tokens=None,
         rules=JudgingRules(min_turns=2, allow_even=True, scoring="spherical", turn_penalty=0.0),
-        consultant_side=1, critique_rounds=(2, 0), best_of_n=(1, 4), judge_profile="panel-1",
+        consultant_side=1,
+        critique_rounds=(2, 0),
+        best_of_n=(1, 4),
+        judge_profile="panel-1",
     )
 
     assert ProtocolSettings.from_settings(settings.to_settings()) == settings

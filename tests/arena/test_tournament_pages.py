@@ -30,7 +30,7 @@ def profiles(question):  # type: ignore[no-untyped-def]
 def test_a_yaml_definition_creates_and_starts_a_tournament(client, alice, profiles, django_capture_on_commit_callbacks) -> None:  # type: ignore[no-untyped-def]
     client.force_login(alice)
     with django_capture_on_commit_callbacks() as callbacks:
-        response = client.post("/tournaments/", {"definition": YAML, "rounds": 2, "max_tokens": 120, "word_limit": 100, "seed": 0, "chunk_size": 8})
+        response = client.post("/tournaments/", {"definition": YAML})
     tournament = Tournament.objects.get(name="page-test")
     assert response.status_code == 302 and response["Location"] == f"/tournaments/{tournament.pk}/"
     assert tournament.status == Tournament.Status.RUNNING and tournament.created_by == alice

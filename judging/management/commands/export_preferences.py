@@ -16,9 +16,9 @@ from judging.exports import (
     UNIT,
     ExportError,
     ExportRequest,
+    TqdmProgress,
     parse_since,
     run_export,
-    tqdm_progress,
 )
 
 
@@ -135,7 +135,7 @@ class Command(BaseCommand):
             if opts["no_progress"]:
                 result = run_export(req, out, **kwargs)  # type: ignore[arg-type]
             else:
-                with tqdm_progress(UNIT[req.kind], file=sys.stderr) as update:
+                with TqdmProgress(UNIT[req.kind], file=sys.stderr) as update:
                     result = run_export(req, out, progress=update, **kwargs)  # type: ignore[arg-type]
         except ExportError as exc:
             raise CommandError(str(exc)) from None
