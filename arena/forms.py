@@ -72,6 +72,14 @@ class NewDebateForm(forms.Form):
         latest = Constitution.objects.filter(name=DEFAULT_NAME).order_by("-version").first()
         if latest is not None and "constitution" not in self.initial:
             self.fields["constitution"].initial = latest.pk
+            # The constitution's rules set the starting values; a debate may be stricter.
+            try:
+                rules = parse_rules(latest.rules)
+            except RuleError:
+                rules = None
+            if rules is not None:
+                self.fields["rounds"].initial = rules.rounds
+                self.fields["word_limit"].initial = min(120, rules.word_limit)
 
     def limits(self, context_tokens: int | None) -> Limits:
         data = self.cleaned_data

@@ -81,6 +81,7 @@ class Debate(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued"
         RUNNING = "running"
+        WAITING = "waiting"  # an interactive debate waiting for its judge's question
         FINISHED = "finished"
         FAILED = "failed"
         CANCELLED = "cancelled"

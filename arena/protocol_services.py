@@ -142,8 +142,9 @@ def pause_for_judge(debate_id: int, owner: str, after_round: int) -> bool:
     """Put the debate aside until a judge asks the question due after ``after_round``.
 
     Returns False, changing nothing, when the question already exists (a judge asked while the
-    runner was finishing the round) or the owner lost the debate. The debate goes back to
-    ``queued`` with ``settings["waiting_for_judge"]`` set and no lease; asking the question
+    runner was finishing the round) or the owner lost the debate. The debate becomes
+    ``waiting`` with ``settings["waiting_for_judge"]`` set and no lease (no worker claims it, no
+    restart re-queues it); asking the question
     (``judging.services.ask_question``) clears the flag and queues it again. Both take the row
     lock, so a question cannot fall between the check and the pause.
     """
@@ -152,7 +153,7 @@ def pause_for_judge(debate_id: int, owner: str, after_round: int) -> bool:
         if debate is None or JudgeQuestion.objects.filter(debate_id=debate_id, after_round=after_round).exists():
             return False
         Debate.objects.filter(pk=debate_id).update(
-            status=Debate.Status.QUEUED,
+            status=Debate.Status.WAITING,
             settings={**debate.settings, WAITING_KEY: after_round},
             lease_owner="",
             lease_expires=None,

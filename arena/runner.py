@@ -333,12 +333,15 @@ async def _choose(ctx: _Context) -> dict[str, object]:
     answers = (question.answers[0], question.answers[1])
     by_order: list[tuple[float, float]] = []
     method = "choice_probs"
+    prompts = [
+        choice_messages(
+            ctx.preamble, ctx.principles, question=question.question, answers=answers,
+            excerpts=excerpts, source_title=question.source_title, first=first,
+        )
+        for first in (0, 1)
+    ]
     try:
-        for first in (0, 1):
-            messages = choice_messages(
-                ctx.preamble, ctx.principles, question=question.question, answers=answers,
-                excerpts=excerpts, source_title=question.source_title, first=first,
-            )
+        for first, messages in enumerate(prompts):
             probs = await model.choice_probs(messages, CHOICE_LABELS)
             by_order.append((probs[0], probs[1]) if first == 0 else (probs[1], probs[0]))
         p0 = (by_order[0][0] + by_order[1][0]) / 2
@@ -347,12 +350,8 @@ async def _choose(ctx: _Context) -> dict[str, object]:
             raise
         # This backend cannot score choices: ask for one letter instead.
         method = "generation"
-        messages = choice_messages(
-            ctx.preamble, ctx.principles, question=question.question, answers=answers,
-            excerpts=excerpts, source_title=question.source_title, first=0,
-        )
         final = await model.complete(
-            GenerateRequest(tuple(messages), SamplingParams(max_tokens=4, temperature=0.0, seed=debate.seed))
+            GenerateRequest(tuple(prompts[0]), SamplingParams(max_tokens=4, temperature=0.0, seed=debate.seed))
         )
         letter = next((c for c in final.text.upper() if c in CHOICE_LABELS), None)
         p0 = 0.5 if letter is None else (1.0 if letter == "A" else 0.0)
@@ -370,6 +369,8 @@ async def _choose(ctx: _Context) -> dict[str, object]:
         "method": method,
         "protagonist": protagonist.name,
         "prompt_version": PROMPT_VERSION,
+        # The exact prompts (answers in both orders), so the choice can be reproduced.
+        "prompt_hashes": [prompt_hash(m) for m in prompts],
     }
 
 
@@ -611,6 +612,7 @@ async def _crafted_speech(
                 answers=(question.answers[0], question.answers[1]),
                 transcript=shown + (JudgeSpeech(slot.side, slot.round, text),),
                 protocol=ctx.protocol.name,
+                questions=tuple((r, q) for r, q in sorted(ctx.questions.items()) if r < slot.round),
             )
             judgement = await judge_probabilities(judge.model, view, ctx.principles)
             return float(judgement.p[slot.side])

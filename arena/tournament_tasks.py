@@ -45,7 +45,7 @@ def dispatch_tournament_task(tournament_id: int) -> int:
     tournament = Tournament.objects.filter(pk=tournament_id).first()
     if tournament is None or tournament.status != Tournament.Status.RUNNING:
         return 0
-    tournaments.ensure_debates(tournament)
+    # The debates exist: create_tournament makes them in the same transaction as the tournament.
     remaining = tournaments.remaining_debate_ids(tournament)
     if not remaining:
         tournaments.maybe_finish(tournament_id)

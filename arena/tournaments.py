@@ -58,15 +58,35 @@ KNOWN_KEYS = {
     "constitution", "seed", "self_play", "chunk_size", "max_debates", "settings",
 }
 # Debate settings the tournament itself decides for each debate.
-RESERVED_SETTINGS = {"shown_first", "consultant_side", "open_choice"} | {"rounds", "max_tokens", "word_limit", "context_tokens"}
 QUESTION_KEYS = {"set", "ids", "limit"}
 LIMIT_KEYS = {"rounds", "max_tokens", "word_limit", "context_tokens"}
+RESERVED_SETTINGS = {"shown_first", "consultant_side", "open_choice"} | LIMIT_KEYS
 DEFAULT_CHUNK = 8
+# Profiles of debaters known only from imported transcripts (judging.nyu): there is no model to run.
+IMPORTED_BACKEND = "imported"
 DEFAULT_MAX_DEBATES = 20000
 ACTIVE = (Debate.Status.QUEUED, Debate.Status.RUNNING)
-TERMINAL = (Debate.Status.FINISHED, Debate.Status.FAILED, Debate.Status.CANCELLED)
 
 ModelFactory = Callable[[BackendSpec], ModelAPI]
+
+EXAMPLE = """\
+# A tournament: every pair of debaters meets on every question, each debater arguing the right and
+# the wrong answer, each debate shown to the judges in both answer orders.
+name: smollm-sampling
+description: Does sampling temperature change who wins?
+questions:            # a question set by name, optionally ids: [...] and/or limit: N
+  set: quality-sample
+  limit: 4
+debaters: [smollm2-embedded, smollm2-hot]   # debater profiles; create smollm2-hot in the admin first
+                                            # (the embedded model with temperature 1.2, say)
+protocols: [debate]   # any of: debate, interactive, consultancy, open-debate, open-consultancy, naive, expert
+judges: [smollm2-judge]                     # AI judge profile names: one verdict each per debate
+limits: {rounds: 2, max_tokens: 120, word_limit: 100, context_tokens: 600}
+settings: {}          # other protocol settings for every debate (scoring, best_of_n, critique_rounds, ...)
+seed: 0               # debate seeds derive from it: a re-run gives the same transcripts
+chunk_size: 8         # debates per worker task, stepped together as one batch
+self_play: false      # also let each debater argue against itself
+"""
 
 
 class TournamentConfigError(ValueError):
@@ -271,6 +291,9 @@ def validate(data: Mapping[str, object]) -> TournamentSpec:
 
     debater_names = _names(data.get("debaters", []), "debaters", problems)
     debaters = {d.name: d for d in DebaterProfile.objects.filter(name__in=debater_names)}
+    for profile in debaters.values():
+        if profile.backend == IMPORTED_BACKEND:
+            problems.append(f"debater profile {profile.name!r} was imported with a dataset's transcripts and cannot be run")
     for missing in [n for n in debater_names if n not in debaters]:
         known = ", ".join(DebaterProfile.objects.order_by("name").values_list("name", flat=True)[:20]) or "none"
         problems.append(f"unknown debater profile {missing!r} (known: {known})")

@@ -30,13 +30,15 @@ class TournamentForm(forms.Form):
     definition = forms.CharField(
         required=False,
         max_length=MAX_YAML,
-        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false"}),
+        widget=forms.Textarea(attrs={"rows": 12, "spellcheck": "false", "placeholder": tournaments.EXAMPLE}),
         label="YAML definition (optional: overrides the fields below)",
     )
     name = forms.CharField(required=False, max_length=200)
     question_set = forms.ModelChoiceField(queryset=QuestionSet.objects.order_by("name"), required=False)
     question_limit = forms.IntegerField(min_value=1, required=False, label="Questions (first N; empty for all)")
-    debaters = forms.ModelMultipleChoiceField(queryset=DebaterProfile.objects.order_by("name"), required=False)
+    debaters = forms.ModelMultipleChoiceField(
+        queryset=DebaterProfile.objects.exclude(backend=tournaments.IMPORTED_BACKEND).order_by("name"), required=False
+    )
     protocols = forms.MultipleChoiceField(choices=(), required=False, initial=["debate"])
     judges = forms.ModelMultipleChoiceField(queryset=JudgeProfile.objects.order_by("name"), required=False, label="AI judges")
     # Not required, so that a YAML definition alone is a complete form; validate() checks ranges.
@@ -80,7 +82,7 @@ class TournamentForm(forms.Form):
 @researcher_required
 def tournament_list(request: HttpRequest) -> HttpResponse:
     # What a fresh install needs to define a first tournament without the admin.
-    ensure_sample_set()
+    sample = ensure_sample_set()
     default_profile()
     default_judge_profile()
     problems: list[str] = []
@@ -97,7 +99,7 @@ def tournament_list(request: HttpRequest) -> HttpResponse:
                 return HttpResponseRedirect(reverse("tournament_detail", args=[tournament.pk]))
     else:
         form = TournamentForm(
-            initial={"question_set": QuestionSet.objects.order_by("name").first(), "question_limit": 2, "judges": [default_judge_profile()]}
+            initial={"question_set": sample, "question_limit": 2, "judges": [default_judge_profile()]}
         )
     page = Paginator(Tournament.objects.order_by("-created_at"), 25).get_page(request.GET.get("page"))
     rows = [(t, tournaments.progress(t)) for t in page]

@@ -6,8 +6,8 @@ the ORM's bulk paths (``bulk_create``) into whatever ``DATABASE_URL`` points at,
 peak RSS is the export's own. Prints rows/s and peak RSS. Goal: 1M rows in ≤ 60 s, ≤ 1 GB.
 
 Run it against PostgreSQL (SQLite works, but is not what a large deployment uses), in a database of
-its own; the data is tagged with a tournament named ``bench-export`` and reused by later runs when
-the count matches (``--regenerate`` to rebuild, ``--clean`` to delete it)::
+its own; the data is tagged with a tournament named ``bench-export`` and reused by later runs with
+the same options (``--regenerate`` to rebuild, ``--clean`` to delete it)::
 
     createdb -h 127.0.0.1 -U postgres arena_bench
     export DATABASE_URL=postgres://postgres@127.0.0.1:5432/arena_bench
@@ -45,6 +45,12 @@ WORDS = (
 def _peak_rss_mb() -> float:
     # ru_maxrss is in KiB on Linux.
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process, all threads: less sensitive than wall time to a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _speech(i: int, side: int, rnd: int, words: int) -> str:
@@ -98,7 +104,8 @@ def generate(n_verdicts: int, judges: int, rounds: int, questions: int, words: i
         JudgeProfile.objects.get_or_create(name=f"bench-judge-{j}", defaults={"backend": "transformers"})[0]
         for j in range(judges)
     ]
-    tournament = Tournament.objects.create(name=TAG, config={"verdicts": n_verdicts, "judges": judges})
+    config = {"verdicts": n_verdicts, "judges": judges, "rounds": rounds, "questions": questions, "words": words}
+    tournament = Tournament.objects.create(name=TAG, config=config)
     now = timezone.now()
     bar = tqdm(total=n_verdicts, unit="verdict", desc="generate", file=sys.stderr)
     made = 0
@@ -166,8 +173,8 @@ def generate(n_verdicts: int, judges: int, rounds: int, questions: int, words: i
     bar.close()
 
 
-def existing(n_verdicts: int) -> int | None:
-    """The bench tournament whose verdict count is ``n_verdicts``, if any."""
+def existing(config: dict[str, int]) -> int | None:
+    """A complete bench tournament generated with ``config``, if any."""
     import django
 
     django.setup()
@@ -175,7 +182,9 @@ def existing(n_verdicts: int) -> int | None:
     from judging.models import Verdict
 
     for tournament in Tournament.objects.filter(name=TAG).order_by("-pk"):
-        if Verdict.objects.filter(debate__tournament=tournament).count() == n_verdicts:
+        if tournament.config != config:
+            continue
+        if Verdict.objects.filter(debate__tournament=tournament).count() == config["verdicts"]:
             return tournament.pk
     return None
 
@@ -203,17 +212,20 @@ def export_phase(tournament: int, file_format: str, out: Path, chunk: int, ahead
     from judging.exports import ExportRequest, TqdmProgress, run_export
 
     baseline = _peak_rss_mb()
+    cpu_before = _cpu_s()
     req = ExportRequest(kind="arguments", format="conversational", file_format=file_format, tournament=tournament)
     started = time.perf_counter()
     with TqdmProgress("verdict", file=sys.stderr) as update:
         result = run_export(req, out, progress=update, chunk=chunk, ahead=ahead)
     seconds = time.perf_counter() - started
+    cpu = _cpu_s() - cpu_before
     return {
         "format": file_format,
         "reader": "thread" if ahead else "inline",
         "rows": result.rows,
         "seconds": round(seconds, 2),
         "rows_per_s": round(result.rows / seconds),
+        "cpu_s": round(cpu, 1),
         "peak_rss_mb": round(_peak_rss_mb()),
         "baseline_rss_mb": round(baseline),
         "file_mb": round(result.path.stat().st_size / 2**20, 1),
@@ -258,15 +270,22 @@ def main(argv: list[str] | None = None) -> int:
 
     database = os.environ.get("DATABASE_URL", "(SQLite in ARENA_DATA_DIR)")
     print(f"database: {database.split('@')[-1]}")
-    tournament = None if args.regenerate else existing(args.verdicts)
+    config = {
+        "verdicts": args.verdicts,
+        "judges": args.judges,
+        "rounds": args.rounds,
+        "questions": args.questions,
+        "words": args.words,
+    }
+    tournament = None if args.regenerate else existing(config)
     if tournament is None:
         started = time.perf_counter()
         generate(args.verdicts, args.judges, args.rounds, args.questions, args.words, args.batch)
         print(f"generated {args.verdicts} verdicts in {time.perf_counter() - started:.1f} s")
-        tournament = existing(args.verdicts)
+        tournament = existing(config)
         assert tournament is not None
     else:
-        print(f"reusing the {args.verdicts} verdicts of tournament {tournament}")
+        print(f"reusing the {args.verdicts} verdicts of tournament {tournament} ({config})")
 
     with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
         base = args.out or Path(tmp)
@@ -285,11 +304,12 @@ def main(argv: list[str] | None = None) -> int:
         f"\nload average while measuring (1, 5, 15 min): {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs"
     )
     print(
-        f"{'format':<8} {'reader':<7} {'rows':>9} {'seconds':>8} {'rows/s':>8} {'peak RSS':>9} {'baseline':>9} {'file':>9}"
+        f"{'format':<8} {'reader':<7} {'rows':>9} {'seconds':>8} {'rows/s':>8} {'CPU s':>6} "
+        f"{'peak RSS':>9} {'baseline':>9} {'file':>9}"
     )
     for r in results:
         print(
-            f"{r['format']:<8} {r['reader']:<7} {r['rows']:>9} {r['seconds']:>8} {r['rows_per_s']:>8} "
+            f"{r['format']:<8} {r['reader']:<7} {r['rows']:>9} {r['seconds']:>8} {r['rows_per_s']:>8} {r['cpu_s']:>6} "
             f"{r['peak_rss_mb']:>6} MB {r['baseline_rss_mb']:>6} MB {r['file_mb']:>6} MB"
         )
     threaded = next((r for r in results if r["format"] == "parquet" and r["reader"] == "thread"), None)

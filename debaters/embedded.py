@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -133,9 +134,11 @@ def ensure_converted(cache_dir: Path | None = None, *, progress: bool = True) ->
     """Return a Hugging Face model folder for the embedded model, converting the GGUF if needed.
 
     ``cache_dir`` defaults to :func:`default_cache_dir`. The check is cheap when the folder is
-    current. Conversion writes into a sibling temporary folder and renames it into place while
-    holding ``<cache_dir>.lock``; a stale folder is replaced. ``progress`` prints a line to stderr
-    when converting (and lets transformers show its progress bars).
+    current (a stat and a 1 MiB read of the GGUF). Conversion writes into a sibling temporary
+    folder and renames it into place while holding an ``fcntl`` lock on the sibling file
+    ``.<name>.lock``; a stale folder is replaced. ``progress=True`` prints a line to stderr when
+    converting and lets transformers show its progress bars; ``progress=False`` silences both.
+    Raises :class:`EmbeddedModelError` when the wheel is missing or the GGUF cannot be loaded.
     """
     target = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     gguf = gguf_path()
@@ -165,11 +168,20 @@ def ensure_converted(cache_dir: Path | None = None, *, progress: bool = True) ->
     return target
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (``os.umask`` would race with other threads)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
 def _chmod_shared(path: Path) -> None:
-    """Give ``path`` the permissions the process's umask grants new files (or folders)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+    """Give ``path`` the permissions the umask grants new files (or folders)."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
 
 
 def _write_marker(folder: Path, marker: dict[str, object]) -> None:
@@ -197,11 +209,15 @@ def _convert(gguf: Path, out: Path, *, progress: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    # The GGUF de-quantisation bar is a bare tqdm on sys.stderr that transformers' switch does not
+    # reach, hence the redirect as well.
+    quiet = contextlib.redirect_stderr(io.StringIO()) if not progress else contextlib.nullcontext()
     if not progress:
         hf_logging.disable_progress_bar()
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        with quiet:
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
     except Exception as exc:  # noqa: BLE001 - any loader failure means the same thing to the caller
         raise EmbeddedModelError(f"could not load {gguf}: {exc}") from exc
     finally:

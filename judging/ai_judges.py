@@ -40,6 +40,8 @@ class JudgeView:
     transcript: tuple[JudgeSpeech, ...]
     source: str | None = None
     protocol: str = "debate"
+    # Interactive debate: the judge's questions, as (after_round, text).
+    questions: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,13 @@ def judge_messages(view: JudgeView, first: int, principles: str = "", *, chain_o
     if view.source is not None:
         parts.append(f"The text:\n{view.source}")
     if view.transcript:
-        speeches = [f"Speaker for {label[s.side]} (round {s.round}):\n{s.text}" for s in view.transcript]
+        asked = dict(view.questions)
+        speeches: list[str] = []
+        for i, s in enumerate(view.transcript):
+            speeches.append(f"Speaker for {label[s.side]} (round {s.round}):\n{s.text}")
+            last_of_round = i + 1 == len(view.transcript) or view.transcript[i + 1].round != s.round
+            if last_of_round and s.round in asked:
+                speeches.append(f"The judge asked, after round {s.round}:\n{asked[s.round]}")
         parts.append("Transcript:\n\n" + "\n\n".join(speeches))
     if chain_of_thought:
         parts.append(

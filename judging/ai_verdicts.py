@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 
 from arena.constitution import principles_text
 from arena.engine.protocol import ProtocolError, make_protocol
-from arena.models import Debate, Turn
+from arena.models import Debate, JudgeQuestion, Turn
 from debaters.backends import get_backend
 from debaters.backends.base import BackendSpec, ModelAPI
 from debaters.backends.resilient import ResilientModel
@@ -65,6 +65,7 @@ def judge_view(debate: Debate) -> JudgeView:
         transcript=transcript,
         source=question.source_text if sees_source else None,
         protocol=debate.protocol,
+        questions=tuple(JudgeQuestion.objects.filter(debate=debate).order_by("after_round").values_list("after_round", "text")),
     )
 
 

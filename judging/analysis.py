@@ -247,7 +247,7 @@ class RatingTable:
     records: int
     rounds: int
     ci: float
-    excluded_self_play: int = 0
+    excluded: int = 0  # verdicts of self-play or of protocols with fewer than two speakers
 
     def by_name(self) -> dict[str, Rating]:
         return {r.name: r for r in self.ratings}
@@ -323,7 +323,7 @@ def debater_ratings(rows: Sequence[VerdictRow], *, rounds: int = 100, seed: int 
     who is stronger and is left out, as are protocols with fewer than two speakers)."""
     records = _outcomes(rows, lambda r: None if r.self_play else (r.debater_a, r.debater_b))
     table = fit_ratings(records, rounds=rounds, seed=seed, ci=ci)
-    excluded = sum(1 for r in rows if r.self_play)
+    excluded = sum(1 for r in rows if r.self_play or not two_speakers(r.protocol))
     return RatingTable(table.ratings, table.records, table.rounds, table.ci, excluded)
 
 

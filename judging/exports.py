@@ -48,6 +48,7 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from arena.constitution import principles_text
 from arena.models import Candidate, Constitution, Debate, JudgeQuestion, Question, QuestionSet, Revision, Turn
 from debaters.models import DebaterProfile
 from judging.models import Export, JudgeProfile, Verdict
@@ -145,6 +146,7 @@ class VerdictRecord:
     judge_questions: tuple[JudgeQuestionData, ...] = ()
     question_set: str = ""
     origin: str = "arena"
+    judge_principles: str = ""  # the constitution's principles, for AI judges (they are prompted with them)
 
     @property
     def preferred(self) -> int | None:
@@ -413,63 +415,41 @@ def arguments_group_rows(
     return [row]
 
 
-_QUOTE_MARK = {True: "[verified]", False: "[unverified]"}
-
-
-def mark_quotes(text: str, quotes: Sequence[Mapping[str, object]]) -> str:
-    """The speech as the judge saw it: each ``<quote>`` element followed by its check.
-
-    ``quotes`` are the stored checks of this very speech (``QuoteCheck.to_dict``). Checks that do
-    not match the text (edited or imported data) leave the text unmarked rather than mislabel it.
-    """
-    if not quotes:
-        return text
-    from debaters.quotes import QuoteCheck, segments
-
-    try:
-        parts = segments(text, [QuoteCheck.from_dict(q) for q in quotes])
-    except ValueError:
-        return text
-    out = []
-    for seg in parts:
-        if seg["kind"] == "quote":
-            out.append(text[seg["start"] : seg["end"]] + _QUOTE_MARK[bool(seg["verified"])])
-        else:
-            out.append(seg["text"])
-    return "".join(out)
-
-
-JUDGE_SYSTEM = (
-    "You are the judge of a debate about a text you cannot read. Decide which answer is correct. "
-    "Quotes marked [verified] appear word for word in the text; [unverified] ones do not. "
-    "Reply with the letter of the answer you believe, your probability that it is correct, and your reason."
+ANSWER_INSTRUCTION = (
+    "Which answer is correct? Reply with its letter, your probability that it is correct, and your reason."
 )
 
 
 def judgment_prompt(record: VerdictRecord) -> list[Message]:
-    """What the judge saw, as chat messages: the question, the answers in the judge's order, the
-    transcript with quotes marked verified or unverified, the referee's findings and the judge's
-    own questions. Never the source text."""
-    order = (record.shown_first, 1 - record.shown_first)
-    label = {side: LETTERS[pos] for pos, side in enumerate(order)}
-    parts = [f"Question: {record.question}"]
-    parts.append("\n".join(f"{LETTERS[pos]}: {record.answers[side]}" for pos, side in enumerate(order)))
-    speeches = sorted(record.speeches, key=lambda s: s.index)
-    questions = sorted(record.judge_questions, key=lambda q: q.after_round)
-    lines: list[str] = []
-    for speech in speeches:
-        while questions and questions[0].after_round < speech.round:
-            q = questions.pop(0)
-            lines.append(f"Judge's question (after round {q.after_round}):\n{q.text}")
-        body = mark_quotes(speech.text, speech.quotes).strip()  # the checks' offsets are into the raw text
+    """What the judge saw, as chat messages, and never the source text.
+
+    The AI judges' own prompt (:func:`judging.ai_judges.judge_messages`): the question, the answers
+    labelled A and B in this judge's order (A = ``answers[shown_first]``), the transcript with every
+    quote marked verified or unverified (:func:`judging.ai_judges.mark_quotes`) and the judge's own
+    questions between rounds; the constitution's principles for AI judges, who are given them. The
+    referee's findings follow the speech they concern. The closing instruction asks for the letter,
+    the probability and the reason, which is what the completion holds.
+    """
+    from judging.ai_judges import JudgeSpeech, JudgeView, judge_messages, mark_quotes
+
+    transcript = []
+    for speech in sorted(record.speeches, key=lambda s: s.index):
+        text = mark_quotes(speech.text, speech.quotes).strip()
         if speech.violations:
-            body += "\n" + "\n".join(f"[referee] {v}" for v in speech.violations)
-        lines.append(f"Debater for {label[speech.side]} (round {speech.round}):\n{body}")
-    lines += [f"Judge's question (after round {q.after_round}):\n{q.text}" for q in questions]
-    if lines:
-        parts.append("Transcript:\n\n" + "\n\n".join(lines))
-    parts.append("Which answer is correct?")
-    return [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": "\n\n".join(parts)}]
+            text += "\n" + "\n".join(f"[referee] {v}" for v in speech.violations)
+        transcript.append(JudgeSpeech(side=speech.side, round=speech.round, text=text))
+    view = JudgeView(
+        question=record.question,
+        answers=record.answers,
+        transcript=tuple(transcript),
+        source=None,
+        protocol=record.protocol,
+        questions=tuple(sorted((q.after_round, q.text) for q in record.judge_questions)),
+    )
+    messages = [dict(m) for m in judge_messages(view, record.shown_first, record.judge_principles)]
+    body, _, _ = messages[-1]["content"].rpartition("\n\n")
+    messages[-1]["content"] = f"{body}\n\n{ANSWER_INSTRUCTION}"
+    return messages  # type: ignore[return-value]
 
 
 def judgment_completion(record: VerdictRecord) -> str | None:
@@ -980,6 +960,7 @@ class _Lookups:
     def __init__(self) -> None:
         self.questions: dict[int, _QuestionInfo] = {}
         self.constitutions: dict[int, str] = {}
+        self.principles: dict[int, str] = {}
         self.profiles: dict[int, str] = {}
         self.ai_judges: dict[int, str] = {}
 
@@ -1011,8 +992,9 @@ class _Lookups:
                 )
         missing = set(constitutions) - self.constitutions.keys()
         if missing:
-            for pk, name, version in Constitution.objects.filter(pk__in=missing).values_list("pk", "name", "version"):
-                self.constitutions[pk] = f"{name}@{version}"
+            for constitution in Constitution.objects.filter(pk__in=missing):
+                self.constitutions[constitution.pk] = constitution.label
+                self.principles[constitution.pk] = principles_text(constitution)
         missing = set(profiles) - self.profiles.keys()
         if missing:
             for pk, backend, model in DebaterProfile.objects.filter(pk__in=missing).values_list(
@@ -1219,6 +1201,7 @@ def iter_verdict_groups(
                 licence=info.licence,
                 question_set=info.question_set,
                 origin=origin,  # type: ignore[arg-type]
+                judge_principles=lookups.principles[row[d + 2]] if kind == Verdict.Kind.AI else "",  # type: ignore[index]
                 time_spent_s=time_spent_s,  # type: ignore[arg-type]
                 judge_questions=tuple(asked.get(debate_id, ())),  # type: ignore[arg-type]
             )
@@ -1474,6 +1457,9 @@ class _JsonlWriter:
         self.handle.close()
         return self.digest.hexdigest()
 
+    def abort(self) -> None:
+        self.handle.close()
+
 
 def _messages_type() -> pa.DataType:
     import pyarrow as pa
@@ -1506,6 +1492,13 @@ class _ParquetWriter:
         arrays = [pa.array([row.get(c.name) for row in self.buffer], type=c.type) for c in self.schema]
         self.writer.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
         self.buffer = []
+
+    def abort(self) -> None:
+        self.buffer = []
+        try:
+            self.writer.close()
+        except Exception:  # noqa: BLE001 - the file is deleted anyway
+            log.debug("closing an aborted Parquet file failed", exc_info=True)
 
     def close(self) -> str:
         self._flush()
@@ -1635,13 +1628,16 @@ def run_export(
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
     cols = columns(req.kind, req.format)
     names = [c[0] for c in cols]
+    opened: list[_JsonlWriter | _ParquetWriter] = []
     try:
         schema = arrow_schema(req.kind, req.format)
         main: _JsonlWriter | _ParquetWriter
         main = _JsonlWriter(tmp_path, names) if req.file_format == "jsonl" else _ParquetWriter(tmp_path, schema)
+        opened.append(main)
         split_writers: dict[str, _ParquetWriter] = {}
         if hf_dir is not None:
             split_writers = {s: _ParquetWriter(work / f"{s}.parquet", schema) for s in ("train", "test")}
+            opened += split_writers.values()
         stats = _Stats()
         anonymize = _anonymizer(req)
         done = 0
@@ -1698,6 +1694,8 @@ def run_export(
             result.hf_dir = hf_dir
         return result
     except BaseException:
+        for writer in opened:
+            writer.abort()
         tmp_path.unlink(missing_ok=True)
         if created:
             shutil.rmtree(work, ignore_errors=True)

@@ -38,6 +38,7 @@ from django.utils.text import slugify
 
 from arena.constitution import default_constitution
 from arena.models import Debate, Question, QuestionSet, Turn
+from arena.tournaments import IMPORTED_BACKEND
 from debaters.models import DebaterProfile
 from debaters.quotes import SourceIndex, check_quotes
 from judging.models import Verdict
@@ -347,7 +348,7 @@ def _profile(speaker: str, is_human: bool) -> DebaterProfile:
                 f"{'Human' if is_human else 'AI'} debater {speaker!r} of the NYU 2023 debate release "
                 f"(anonymised name; imported, cannot be run). {CITATION}, {LICENCE}."
             ),
-            "backend": "imported",
+            "backend": IMPORTED_BACKEND,
             "model": speaker or "unknown",
         },
     )

@@ -160,8 +160,11 @@ def ask_question(assignment: Assignment, text: str) -> JudgeQuestion:
             raise QuestionError(f"a question for round {waiting + 1} was already asked")
         question = JudgeQuestion.objects.create(debate=debate, after_round=waiting, text=text, asked_by=assignment.judge)
         settings = {k: v for k, v in debate.settings.items() if k != WAITING_KEY}
-        Debate.objects.filter(pk=debate.pk).update(settings=settings)
-        if debate.status == Debate.Status.QUEUED:
+        if debate.status == Debate.Status.WAITING:
+            Debate.objects.filter(pk=debate.pk).update(settings=settings, status=Debate.Status.QUEUED)
+        else:
+            Debate.objects.filter(pk=debate.pk).update(settings=settings)
+        if debate.status in (Debate.Status.QUEUED, Debate.Status.WAITING):
             from arena.services import enqueue_debate
 
             debate_id = debate.pk

@@ -17,7 +17,7 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 def page(daphne_server) -> Iterator[object]:  # type: ignore[no-untyped-def]
     from playwright.sync_api import sync_playwright
 
-    from test_browser_judge import CHROMIUM_ARGS  # type: ignore[import-not-found]
+    from arena_test_support import CHROMIUM_ARGS
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)

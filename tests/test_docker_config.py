@@ -168,6 +168,9 @@ def test_it_health_checks_every_long_running_service() -> None:
     for name in ("web", "worker"):
         for dependency in ("postgres", "redis"):
             assert services[name]["depends_on"][dependency]["condition"] == "service_healthy"
+    # The worker starts once the web has migrated the database (its port opens after `migrate`).
+    assert services["worker"]["depends_on"]["web"]["condition"] == "service_healthy"
+    assert "migrate" in _flat(services["web"]["command"]).split("&&")[0]
 
 
 def test_it_configures_the_app_through_settings_the_app_reads() -> None:

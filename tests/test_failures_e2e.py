@@ -37,7 +37,7 @@ from debaters.models import DebaterProfile
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
-LIMITS = Limits(rounds=2, max_tokens=24, word_limit=60, context_tokens=200)
+LIMITS = Limits(rounds=2, max_tokens=16, word_limit=60, context_tokens=100)
 # A killed worker's message comes back after the visibility timeout, and its debate's lease expires:
 # both short, so that the test does not wait an hour.
 FAST_RECOVERY = {"CELERY_VISIBILITY_TIMEOUT": "5", "ARENA_LEASE_SECONDS": "6"}
@@ -60,13 +60,24 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str, every: float
 
 
 def _debate(question: Question, profile: DebaterProfile, seed: int) -> Debate:
-    return services.create_debate(question=question, debater_a=profile, debater_b=profile, limits=LIMITS, enqueue=False, seed=seed)
+    """A 2-round debate under the default constitution less its AI concession check: every turn is one
+    generation (the check is a second model call per turn, which these tests do not need)."""
+    from arena.constitution import DEFAULT_PREAMBLE, DEFAULT_PRINCIPLES, DEFAULT_RULES
+    from arena.models import Constitution
+
+    constitution, _ = Constitution.objects.get_or_create(
+        name="failures-e2e", version=1,
+        defaults={"preamble": DEFAULT_PREAMBLE, "principles": DEFAULT_PRINCIPLES, "rules": {**DEFAULT_RULES, "check_concession": False}},
+    )
+    return services.create_debate(
+        question=question, debater_a=profile, debater_b=profile, limits=LIMITS, constitution=constitution, enqueue=False, seed=seed
+    )
 
 
 def _embedded_profile() -> DebaterProfile:
     return DebaterProfile.objects.create(
         name="embedded-cpu", backend="transformers", model="embedded", options={"device": "cpu"},
-        sampling={"temperature": 0.0}, context_tokens=200,
+        sampling={"temperature": 0.0}, context_tokens=100,
     )
 
 
@@ -156,7 +167,7 @@ def test_a_model_server_that_goes_down_fails_its_debate_with_the_reason_and_spar
 
     served = DebaterProfile.objects.create(
         name="served", backend="openai", model=served_model.model,
-        options={"base_urls": [served_model.base_url], "timeout_s": 60}, sampling={"temperature": 0.0}, context_tokens=200,
+        options={"base_urls": [served_model.base_url], "timeout_s": 60}, sampling={"temperature": 0.0}, context_tokens=100,
     )
     doomed = _debate(question, served, seed=1)
     healthy = _debate(question, _embedded_profile(), seed=2)
@@ -204,10 +215,11 @@ def test_a_debate_resumes_from_its_last_committed_turn_after_its_worker_is_kille
     # The fixture's worker has production timeouts: replace it by one that recovers fast.
     celery_worker_proc.stop()
     app.control.purge()  # messages of earlier runs name debates of a dropped test database
-    debate = _debate(question, _embedded_profile(), seed=3)
     first = Worker(ARTIFACTS / "celery-failures-1.log", concurrency=2, extra_env=FAST_RECOVERY)
     second = None
     try:
+        # Created after the worker is ready: its start-up sweep would otherwise queue it a second time.
+        debate = _debate(question, _embedded_profile(), seed=3)
         services.enqueue_debate(debate.pk)
 
         def one_committed_and_another_streaming() -> bool:

@@ -17,7 +17,7 @@ from debaters.models import DebaterProfile
 from judging.ai_verdicts import default_judge_profile
 from judging.models import Verdict
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.urls("analysis_test_urls")]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 # A crashed worker's task comes back after the visibility timeout and its debates' leases expire
 # after the lease: both short here so the test does not wait an hour.

@@ -258,6 +258,7 @@ class _Scheduler:
         self._opts = options
         self._cond = threading.Condition()
         self._inbox: collections.deque[_Job | _Stop] = collections.deque()
+        self._closed = False  # set under _cond when the thread stops taking jobs
         self._ready = threading.Event()
         self._load_error: BackendError | None = None
         # Scheduler-thread state.
@@ -280,7 +281,10 @@ class _Scheduler:
     # ---- called from other threads ----
 
     def submit(self, jobs: Sequence[_Job]) -> None:
+        """Queue jobs for the thread; raises a transient :class:`BackendError` once it has ended."""
         with self._cond:
+            if self._closed:
+                raise BackendError("transformers backend was closed")
             self._inbox.extend(jobs)
             self._cond.notify()
 
@@ -297,11 +301,20 @@ class _Scheduler:
 
     @property
     def is_alive(self) -> bool:
-        return self._thread.is_alive()
+        """True while the thread takes jobs."""
+        return self._thread.is_alive() and not self._closed
 
     # ---- the thread ----
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        finally:
+            # Whatever ended the loop, nobody may be left waiting for an answer.
+            self._shutdown()
+            self._flush()
+
+    def _serve(self) -> None:
         with torch.inference_mode():
             try:
                 self._load()
@@ -320,8 +333,6 @@ class _Scheduler:
                     log.exception("transformers backend: scheduler iteration failed")
                     self._fail_running(exc)
                 self._flush()
-            self._shutdown()
-            self._flush()
 
     def _load(self) -> None:
         opts = self._opts
@@ -707,6 +718,7 @@ class _Scheduler:
         closed = "transformers backend was closed"
         pending = [row.job for row in self._rows] + [row.job for row in self._waiting]
         with self._cond:
+            self._closed = True
             pending += [item for item in self._inbox if isinstance(item, _Job)]
             self._inbox.clear()
         for job in pending:

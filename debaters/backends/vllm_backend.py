@@ -26,7 +26,8 @@ grace when it was idle, so that the requests of a round that arrive together lea
 runs one ``LLM.chat`` over all of them, each with its own ``vllm.SamplingParams``. So
 ``generate_batch`` is one ``LLM.chat`` over a whole round, and so are the concurrent ``generate``
 calls with which the batch runner steps its debates. vLLM then schedules the batch on the GPU with
-its own continuous batching and paged KV cache.
+its own continuous batching and paged KV cache. The worker's event loop is never blocked by a call:
+lease renewals and other debates' streams go on while the GPU works.
 
 Sampling: every field of ``vllm.SamplingParams`` that changes what is sampled is set explicitly
 (:func:`vllm_sampling_kwargs`), so the model's ``generation_config.json`` (which vLLM uses for the
@@ -143,7 +144,7 @@ class VLLMOptions:
             raw_len = opts.get("max_model_len")
             max_len = None if raw_len is None else _int(raw_len, "max_model_len", minimum=1)
             dtype = opts.get("dtype", "auto")
-            if dtype not in _DTYPES:
+            if not isinstance(dtype, str) or dtype not in _DTYPES:
                 raise ValueError(f"dtype must be one of {', '.join(sorted(_DTYPES))}, not {dtype!r}")
             max_logprobs = _int(opts.get("max_logprobs", MAX_TOP_LOGPROBS), "max_logprobs", minimum=1)
             eager = opts.get("enforce_eager", False)
@@ -414,7 +415,8 @@ class _Engine:
         self._inbox: collections.deque[_Job | _Stop] = collections.deque()
         self._ready = threading.Event()
         self.load_error: BackendError | None = None
-        self.batches: list[int] = []  # sizes of the LLM.chat calls, for benchmarks and tests
+        # Sizes of the latest LLM.chat calls, for benchmarks and tests (bounded: a worker lives long).
+        self.batches: collections.deque[int] = collections.deque(maxlen=10_000)
         self._llm: object | None = None
         self._sampling_cls: type | None = None
         self._thread = threading.Thread(target=self._run, name=f"vllm-engine:{model}", daemon=True)

@@ -227,7 +227,10 @@ def test_it_sends_the_judge_page_only_the_agreed_client_config(  # type: ignore[
     match = re.search(pattern, response.content.decode(), re.S)
     assert match is not None
     config = json.loads(match.group(1))
-    assert set(config) == {"debateId", "wsPath", "sideLabels", "sideAnswers"}
+    assert set(config) == {
+        "debateId", "wsPath", "sideLabels", "sideAnswers", "speakerNoun", "protocol", "transcript",
+        "minTurns", "totalTurns", "interactive", "judgeQuestions",
+    }
 
 
 # --- Order shown to the judge --------------------------------------------------------------------

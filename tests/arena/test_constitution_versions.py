@@ -19,7 +19,7 @@ from arena.constitution import (
 )
 from arena.models import Constitution
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("arena_protocol_urls")]
+pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)

@@ -163,8 +163,8 @@ def test_it_makes_a_debate_protocol_by_name() -> None:
 
 
 def test_it_refuses_an_unknown_protocol_and_names_the_known_ones() -> None:
-    with pytest.raises(ProtocolError, match=r"unknown protocol 'consultancy'.*debate"):
-        make_protocol("consultancy", {"rounds": 2})
+    with pytest.raises(ProtocolError, match=r"unknown protocol 'mystery'.*debate"):
+        make_protocol("mystery", {"rounds": 2})
 
 
 def test_it_validates_limits_when_making_a_protocol() -> None:

@@ -88,6 +88,16 @@ def test_it_rejects_typos_and_a_single_debater_without_self_play(setup) -> None:
     validate(_definition(debaters=["d1"], self_play=True))
 
 
+def test_an_imported_debater_cannot_be_run(setup) -> None:  # type: ignore[no-untyped-def]
+    DebaterProfile.objects.create(name="nyu-someone", backend=tournaments.IMPORTED_BACKEND, model="someone")
+    assert any("cannot be run" in p for p in _problems(_definition(debaters=["d1", "nyu-someone"])))
+
+
+def test_the_example_definition_is_valid_yaml() -> None:
+    data = parse_yaml(tournaments.EXAMPLE)
+    assert set(data) <= tournaments.KNOWN_KEYS
+
+
 def test_yaml_errors_name_the_line() -> None:
     with pytest.raises(TournamentConfigError) as info:
         parse_yaml("name: t\ndebaters: [d1, d2\n")
@@ -158,8 +168,9 @@ def test_creation_is_idempotent(setup) -> None:  # type: ignore[no-untyped-def]
     assert tournament.debates.count() == 8
     assert tournaments.ensure_debates(tournament) == 0
     assert tournament.debates.count() == 8
-    # Even a direct second insert of the same keys is a no-op (the unique constraint).
-    Debate.objects.filter(tournament=tournament).first()
+    # Even inserting the same keys again directly is a no-op (the unique constraint).
+    Debate.objects.bulk_create([Debate(**{f.attname: getattr(d, f.attname) for f in Debate._meta.concrete_fields if f.attname != "id"}) for d in tournament.debates.all()], ignore_conflicts=True)
+    assert tournament.debates.count() == 8
     debate = tournament.debates.order_by("pk").first()
     assert debate.settings["shown_first"] in (0, 1) and debate.settings["rounds"] == 1
     assert tournament.config["questions"]["ids"] == [q.external_id for q in spec.questions]

@@ -9,7 +9,7 @@ from arena.models import Tournament
 from debaters.models import DebaterProfile
 from judging.models import JudgeProfile
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("analysis_test_urls")]
+pytestmark = pytest.mark.django_db
 
 YAML = """
 name: page-test

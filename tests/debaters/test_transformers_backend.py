@@ -194,6 +194,22 @@ async def test_it_fails_the_batch_on_a_model_error_and_keeps_serving(backend: Tr
 
 
 @pytest.mark.asyncio
+async def test_it_fails_pending_requests_on_close_and_restarts_on_demand() -> None:
+    api = TransformersBackend(BackendSpec(backend="transformers", model="embedded", options={"device": "cpu"}))
+    stream = api.generate(_request("Write a long story about a cat.", max_tokens=24))
+    assert isinstance(await anext(stream), Delta)
+    await api.aclose()
+    with pytest.raises(BackendError) as info:
+        async for _item in stream:
+            pass
+    assert not info.value.permanent and "closed" in info.value.message
+    await api.aclose()  # twice is fine
+    final = await api.complete(_request("Hi", max_tokens=2))  # a fresh scheduler thread
+    assert final.completion_tokens == 2
+    await api.aclose()
+
+
+@pytest.mark.asyncio
 async def test_it_rejects_bad_sampling_parameters_as_permanent(backend: TransformersBackend) -> None:
     with pytest.raises(BackendError) as info:
         await backend.complete(GenerateRequest(messages=({"role": "user", "content": "Hi"},), params=SamplingParams(top_p=0.0)))

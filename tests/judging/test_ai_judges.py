@@ -118,6 +118,16 @@ def test_the_prompt_fits_the_protocol() -> None:
     assert "consultant" in judge_messages(consult, 1)[0]["content"]
 
 
+def test_an_interactive_judge_reads_its_questions_between_rounds() -> None:
+    view = JudgeView(
+        question="Q?", answers=("x", "y"), protocol="interactive",
+        transcript=(JudgeSpeech(0, 1, "one"), JudgeSpeech(1, 1, "two"), JudgeSpeech(0, 2, "three"), JudgeSpeech(1, 2, "four")),
+        questions=((1, "Why the moon?"),),
+    )
+    text = judge_messages(view, 0)[1]["content"]
+    assert text.index("two") < text.index("The judge asked, after round 1:\nWhy the moon?") < text.index("three")
+
+
 @pytest.mark.django_db
 def test_a_verdict_is_stored_once_with_both_orders(finished_debate) -> None:  # type: ignore[no-untyped-def]
     settings = dict(finished_debate.settings, shown_first=1)

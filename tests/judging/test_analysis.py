@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
 
 from arena.constitution import default_constitution
 from arena.models import Debate, Question, Tournament
@@ -16,7 +15,7 @@ from judging import analysis
 from judging.analysis import VerdictFilter
 from judging.models import JudgeProfile, Verdict
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("analysis_test_urls")]
+pytestmark = pytest.mark.django_db
 
 TRUE = {"strong": 1.2, "good": 0.4, "fair": -0.3, "weak": -1.3}
 

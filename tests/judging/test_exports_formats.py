@@ -310,11 +310,19 @@ def test_judgments_show_what_the_judge_saw_and_never_the_source(world: World, tm
         user = row["prompt"][-1]["content"]
         system = row["prompt"][0]["content"]
         assert SECRET_SENTENCE not in user + system
-        assert f"A: {answers[verdict.shown_first]}\nB: {answers[1 - verdict.shown_first]}" in user
-        assert "<quote>found the lamp shattered</quote>[verified]" in user
-        assert "<quote>the sister confessed at once</quote>[unverified]" in user
+        assert f"A: {answers[verdict.shown_first]}\n\nB: {answers[1 - verdict.shown_first]}" in user
+        assert '[verified quote] "found the lamp shattered"' in user
+        assert '[unverified quote] "the sister confessed at once"' in user
+        assert "<quote>" not in user
         assert "[referee] speech over the word limit" in user
         assert user.index("round 1") < user.index("round 2")
+        assert user.endswith("Reply with its letter, your probability that it is correct, and your reason.")
+        # AI judges are prompted with the constitution's principles; humans were not shown them.
+        principles = [p["id"] for p in verdict.debate.constitution.principles]
+        if verdict.kind == "ai" and principles:
+            assert all(f"[{pid}]" in system for pid in principles)
+        if verdict.kind == "human":
+            assert "Principles" not in system
         completion = row["completion"][0]["content"]
         winner = 0 if verdict.p_a > verdict.p_b else 1
         letter = "A" if winner == verdict.shown_first else "B"
@@ -397,10 +405,10 @@ def test_quote_marks_use_the_offsets_of_the_raw_speech() -> None:
 
     user = judgment_prompt(record)[1]["content"]
 
-    assert "A: y\nB: x" in user
+    assert "A: y\n\nB: x" in user
     assert (
-        "Debater for B (round 1):\nIndented. <quote>found the lamp shattered</quote>[verified] and "
-        "<quote>a made-up line</quote>[unverified]."
+        'Speaker for B (round 1):\nIndented. [verified quote] "found the lamp shattered" and '
+        '[unverified quote] "a made-up line".'
     ) in user
 
 
@@ -634,3 +642,31 @@ def test_an_error_in_the_reader_thread_reaches_the_caller() -> None:
         for item in read_ahead(failing, depth=1):
             got.append(item)
     assert got == [1]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("file_format", ["jsonl", "parquet"])
+def test_a_failure_midway_leaves_the_previous_export_whole(
+    world: World, tmp_path: Path, monkeypatch, file_format
+) -> None:  # type: ignore[no-untyped-def]
+    from judging import exports
+
+    out = tmp_path / "out"
+    first = run_export(ExportRequest(file_format=file_format), out, hf_dir=tmp_path / "hf")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def failing(row, fmt):  # type: ignore[no-untyped-def]
+        calls.append(row)
+        if len(calls) > 3:
+            raise RuntimeError("disk full")
+        return [row]
+
+    monkeypatch.setattr(exports, "to_format", failing)
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_export(ExportRequest(file_format=file_format), out, overwrite=True, hf_dir=tmp_path / "hf", chunk=2)
+
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert first.path.exists() and (tmp_path / "hf" / "dataset_dict.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf", "out"]

@@ -21,8 +21,8 @@ def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def judged(make_debate, bob, charlie):  # type: ignore[no-untyped-def]
-    """Four finished debates, each with two speeches a side, best-of-N candidates on every turn, a
-    human verdict from bob and one from charlie (who is right only on even debates)."""
+    """Four finished debates, each with two speeches a side, best-of-N candidates on every turn and
+    two human verdicts that disagree (bob and charlie)."""
     from arena.models import Candidate, Debate, Turn
     from judging.models import Assignment
     from judging.services import submit_human_verdict
@@ -39,8 +39,11 @@ def judged(make_debate, bob, charlie):  # type: ignore[no-untyped-def]
             for c, score in enumerate((0.6, 0.3)):
                 Candidate.objects.create(turn=turn, index=c, text=f"Candidate {c} for turn {turn.pk}.", score=score)
         Debate.objects.filter(pk=debate.pk).update(status=Debate.Status.FINISHED)
-        for judge, p_first in ((bob, 0.8), (charlie, 0.7 if i % 2 else 0.2)):
+        # Bob gives answer 1 80%, charlie answer 2 70%: one of them is right, whatever the gold answer
+        # and whichever order each was shown.
+        for judge, p_answer_1 in ((bob, 0.8), (charlie, 0.3)):
             assignment = Assignment.objects.get(debate=debate, judge=judge)
+            p_first = p_answer_1 if assignment.shown_first == 0 else 1 - p_answer_1
             submit_human_verdict(assignment, p_first, 1 - p_first, "The quotes of this side were verified.")
 
 

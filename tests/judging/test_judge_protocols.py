@@ -309,8 +309,8 @@ def test_it_pauses_for_a_human_judges_question_then_both_debaters_answer_it(bob,
 
     debate.refresh_from_db()
     assert first.status == "waiting-for-judge" and first.turns_written == 2
-    assert debate.status == Debate.Status.QUEUED and debate.settings[WAITING_KEY] == 1 and debate.lease_owner == ""
-    assert worker_loop.run(run_debate(debate.pk, "iq-owner")).status == "waiting-for-judge", "no question, no progress"
+    assert debate.status == Debate.Status.WAITING and debate.settings[WAITING_KEY] == 1 and debate.lease_owner == ""
+    assert worker_loop.run(run_debate(debate.pk, "iq-owner")).status == "not-claimable", "no question, no progress"
     assert debate.turns.count() == 2
 
     ask_question(Assignment.objects.get(debate=debate), "Which page mentions the moon?")

@@ -16,7 +16,7 @@ from judging.analysis import VerdictFilter
 from judging.models import Verdict
 from judging.nyu import ORIGIN, SAMPLE_DIR, NYUImportError, import_release, release_accuracy, render_speech, render_tokens
 
-pytestmark = [pytest.mark.django_db, pytest.mark.urls("analysis_test_urls")]
+pytestmark = pytest.mark.django_db
 
 FILES = sorted(SAMPLE_DIR.glob("*.json"))
 

@@ -218,11 +218,6 @@ def test_the_page_refuses_a_second_verdict_and_keeps_the_first(bob_client: Clien
     assert verdicts[0].reason == REASON
 
 
-@pytest.mark.xfail(
-    reason="BUG: templates/judging/judge_debate.html renders the error only in the {% else %} branch of "
-    "{% if reveal %}, so a second POST gets a 400 page that does not show the error",
-    strict=True,
-)
 @pytest.mark.django_db
 def test_the_page_shows_the_error_for_a_second_verdict(bob_client: Client, assignment: Assignment) -> None:
     url = _url(assignment.debate_id)

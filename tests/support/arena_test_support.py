@@ -17,3 +17,14 @@ def ws_headers(user, origin: str = "http://127.0.0.1") -> list[tuple[bytes, byte
 
 
 PASSWORD = "correct-horse-battery-staple"
+
+# Flags for Debian's Chromium as root in a sandbox with no network (see the machine notes).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]

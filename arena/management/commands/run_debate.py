@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from tqdm import tqdm
 
 from arena import services
-from arena.engine.protocol import Limits, ProtocolError, make_protocol
+from arena.engine.protocol import PROTOCOLS, ProtocolError, ProtocolSettings, make_protocol
 from arena.models import Debate, Question
 from debaters.models import DebaterProfile
 from debaters.profiles import default_profile
@@ -22,6 +22,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--question", required=True, help="question id (external id such as quality-51274-c4d274ec, or database pk)")
         parser.add_argument("--rounds", type=int, default=2, help="number of rounds (default 2)")
+        parser.add_argument(
+            "--protocol", default="debate", choices=sorted(PROTOCOLS), help="protocol (default debate; see docs/protocols.md)"
+        )
+        parser.add_argument("--best-of-n", type=int, default=1, help="candidates per speech, scored by an AI judge (default 1: off)")
+        parser.add_argument("--critique-rounds", type=int, default=0, help="critique-and-revision rounds per speech (default 0: off)")
         parser.add_argument("--debater-a", default=None, help="profile arguing answer 1 (default: the embedded model)")
         parser.add_argument("--debater-b", default=None, help="profile arguing answer 2 (default: the embedded model)")
         parser.add_argument("--max-tokens", type=int, default=120, help="max tokens per speech (default 120)")
@@ -58,11 +63,14 @@ class Command(BaseCommand):
         debater_a = self._profile(opts["debater_a"])
         debater_b = self._profile(opts["debater_b"])
         context = opts["context_tokens"] if opts["context_tokens"] is not None else debater_a.context_tokens
-        limits = Limits(
+        n, k = int(opts["best_of_n"]), int(opts["critique_rounds"])  # type: ignore[arg-type]
+        limits = ProtocolSettings(
             rounds=int(opts["rounds"]),  # type: ignore[arg-type]
             max_tokens=int(opts["max_tokens"]),  # type: ignore[arg-type]
             word_limit=int(opts["word_limit"]),  # type: ignore[arg-type]
             context_tokens=context,  # type: ignore[arg-type]
+            best_of_n=(n, n),
+            critique_rounds=(k, k),
         )
         try:
             limits.validate()
@@ -78,6 +86,7 @@ class Command(BaseCommand):
             debater_b=debater_b,
             limits=limits,
             judges=users,
+            protocol=str(opts["protocol"]),
             seed=opts["seed"],  # type: ignore[arg-type]
             enqueue=not opts["inline"],
         )

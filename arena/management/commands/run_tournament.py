@@ -13,25 +13,8 @@ from tqdm import tqdm
 
 from arena import tournaments
 from arena.models import Tournament
-from arena.tournaments import TournamentConfigError, TournamentStateError
+from arena.tournaments import EXAMPLE, TournamentConfigError, TournamentStateError
 
-EXAMPLE = """\
-# A tournament: every pair of debaters meets on every question, each debater arguing the right and
-# the wrong answer, each debate shown to the judges in both answer orders.
-name: smollm-sampling
-description: Does sampling temperature change who wins?
-questions:            # a question set by name, optionally ids: [...] and/or limit: N
-  set: quality-sample
-  limit: 4
-debaters: [smollm2-embedded, smollm2-hot]   # debater profile names (admin: Debater profiles)
-protocols: [debate]   # any of: debate, interactive, consultancy, open-debate, open-consultancy, naive, expert
-judges: [smollm2-judge]                     # AI judge profile names: one verdict each per debate
-limits: {rounds: 2, max_tokens: 120, word_limit: 100, context_tokens: 600}
-settings: {}          # other protocol settings for every debate (scoring, best_of_n, critique_rounds, ...)
-seed: 0               # debate seeds derive from it: a re-run gives the same transcripts
-chunk_size: 8         # debates per worker task, stepped together as one batch
-self_play: false      # also let each debater argue against itself
-"""
 
 
 class Command(BaseCommand):
