@@ -182,10 +182,15 @@ def requeue_debate(debate_id: int) -> bool:
 
 
 def orphaned_debates() -> list[int]:
-    """Debates that should be running but no live worker holds: queued, or running with a dead lease."""
+    """Debates outside tournaments that should be running but no live worker holds.
+
+    Queued, or running with a dead lease. Tournament debates are resumed by their tournament's
+    dispatcher instead, which knows whether the tournament is paused.
+    """
     now = timezone.now()
     return list(
         Debate.objects.filter(
-            Q(status=Debate.Status.QUEUED) | Q(status=Debate.Status.RUNNING, lease_expires__lt=now)
+            Q(status=Debate.Status.QUEUED) | Q(status=Debate.Status.RUNNING, lease_expires__lt=now),
+            tournament__isnull=True,
         ).values_list("pk", flat=True)
     )
