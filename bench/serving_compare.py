@@ -74,7 +74,9 @@ def build_prompts(count: int, prompt_tokens: int, count_tokens) -> list[list[Cha
     return prompts
 
 
-async def _one(api: ModelAPI, request: GenerateRequest, run: Run, started: float) -> Final:
+async def _one(api: ModelAPI, request: GenerateRequest, run: Run) -> Final:
+    """Stream one request; records the time to its first item (from when it was sent)."""
+    started = time.perf_counter()
     final: Final | None = None
     first = True
     async for item in api.generate(request):
@@ -95,7 +97,7 @@ async def measure(api: ModelAPI, prompts: Sequence[list[ChatMessage]], concurren
 
     async def guarded(messages: list[ChatMessage]) -> Final:
         async with gate:
-            return await _one(api, GenerateRequest(tuple(messages), params), run, started)  # type: ignore[arg-type]
+            return await _one(api, GenerateRequest(tuple(messages), params), run)  # type: ignore[arg-type]
 
     started = time.perf_counter()
     finals = await asyncio.gather(*(guarded(p) for p in prompts))

