@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+
+from arena_event_capture import collect_events, reconstruct
 
 from arena import services, worker_loop
 from arena.engine.protocol import Limits
 from arena.models import Debate, Turn
 from arena.runner import run_debate
-from arena.streaming import group_name
 from debaters.backends import forget_backends, get_backend
 from debaters.models import DebaterProfile
 
@@ -116,53 +114,22 @@ def test_it_marks_the_debate_failed_with_the_reason_when_the_backend_refuses(que
 
 def test_it_regenerates_a_turn_whose_stream_broke_and_retracts_the_partial_text(question) -> None:  # type: ignore[no-untyped-def]
     debate = _debate(question, _profile("s7", fail_after_words=3), rounds=1)
-    events = _collect_events(debate.pk, lambda: worker_loop.run(run_debate(debate.pk, "owner-1")))
+    events = collect_events(debate.pk, lambda: worker_loop.run(run_debate(debate.pk, "owner-1")))
     debate.refresh_from_db()
     assert debate.status == Debate.Status.FINISHED
     assert all(t.text == SPEECH for t in debate.turns.all())
     resets = [e for e in events if e["type"] == "turn_reset"]
     assert len(resets) == 1
     # What a client reconstructs from the events equals the stored turns.
-    assert _reconstruct(events) == {t.index: t.text for t in debate.turns.all()}
+    assert reconstruct(events) == {t.index: t.text for t in debate.turns.all()}
 
 
 def test_it_streams_deltas_with_sequence_numbers_that_rebuild_the_stored_text(question) -> None:  # type: ignore[no-untyped-def]
     debate = _debate(question, _profile("s8", delay_s=0.002))
-    events = _collect_events(debate.pk, lambda: worker_loop.run(run_debate(debate.pk, "owner-1")))
+    events = collect_events(debate.pk, lambda: worker_loop.run(run_debate(debate.pk, "owner-1")))
     for turn in {e["turn"] for e in events if e["type"] == "delta"}:
         seqs = [e["seq"] for e in events if e["type"] == "delta" and e["turn"] == turn]
         assert seqs == list(range(1, len(seqs) + 1))
-    assert _reconstruct(events) == {t.index: t.text for t in debate.turns.all()}
+    assert reconstruct(events) == {t.index: t.text for t in debate.turns.all()}
     assert events[-1] == {"type": "status", "status": "finished", "detail": ""}
 
-
-def _collect_events(debate_id: int, run) -> list[dict]:  # type: ignore[no-untyped-def]
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group_name(debate_id), channel)
-    run()
-
-    async def drain() -> list[dict]:
-        out = []
-        while True:
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), 1.0)
-            except asyncio.TimeoutError:
-                return out
-            out.append(message["event"])
-
-    events = async_to_sync(drain)()
-    async_to_sync(layer.group_discard)(group_name(debate_id), channel)
-    return events
-
-
-def _reconstruct(events: list[dict]) -> dict[int, str]:
-    texts: dict[int, str] = {}
-    for event in events:
-        if event["type"] == "turn_start":
-            texts[event["turn"]] = ""
-        elif event["type"] == "delta":
-            texts[event["turn"]] += event["text"]
-        elif event["type"] == "turn_reset":
-            texts[event["turn"]] = ""
-    return texts
