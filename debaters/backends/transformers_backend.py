@@ -9,8 +9,10 @@ Spec::
 
 ``model="embedded"`` is the bundled SmolLM2-135M-Instruct (see :mod:`debaters.embedded`); anything else
 must be a local Hugging Face folder. ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA.
-``num_threads`` (default: leave torch's choice, one per core) calls ``torch.set_num_threads``,
-which is process-wide.
+float32 is the CPU default because it keeps greedy output independent of batch composition;
+bfloat16 is 2-3x faster on CPUs with AMX (Sapphire Rapids and later) but then a greedy
+completion can change with what else is in the batch. ``num_threads`` (default: leave torch's
+choice, one per core) calls ``torch.set_num_threads``, which is process-wide.
 
 How it works. Each backend instance owns one scheduler thread; the model and its KV cache live
 there and nothing else touches them. ``generate`` (from any asyncio event loop) puts a job in the
@@ -29,6 +31,10 @@ The scheduler runs its own decoding loop over a *running batch* (continuous batc
 * Finished rows (end of sequence, a stop string, ``max_tokens`` or the context limit) leave the
   batch; leading columns that became padding for every remaining row are trimmed.
 * ``choice_probs`` requests are scored with one batched forward pass between decoding steps.
+* The KV cache is transformers' ``Cache`` with :class:`_BufferedLayer` layers: views into
+  buffers with room to grow, so a decoding step writes one column in place instead of
+  re-concatenating the whole cache (what ``DynamicLayer`` does, at the cost of a full copy of
+  the cache per step).
 
 Sampling is per request: ``temperature == 0`` is greedy; otherwise temperature, then nucleus
 (``top_p``) filtering, then a draw from a per-request ``torch.Generator`` (seeded from ``seed``,
@@ -303,6 +309,11 @@ class _Scheduler:
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         return self._ready.wait(timeout)
+
+    @property
+    def load_error(self) -> BackendError | None:
+        """Why the model could not be loaded (set before :meth:`wait_ready` returns), else None."""
+        return self._load_error
 
     @property
     def is_alive(self) -> bool:
@@ -963,8 +974,9 @@ class TransformersBackend(ModelAPI):
         """Start the scheduler and wait until the model is loaded (or failed to load; then raise)."""
         scheduler = self._running()
         await asyncio.to_thread(scheduler.wait_ready)
-        if scheduler._load_error is not None:
-            raise scheduler._load_error
+        error = scheduler.load_error
+        if error is not None:
+            raise BackendError(error.message, permanent=error.permanent)
 
     def _gen_job(self, request: GenerateRequest, *, stream: bool) -> _GenJob:
         try:
