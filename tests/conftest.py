@@ -234,3 +234,19 @@ def _close_worker_loop_connections(django_db_setup: None, django_db_blocker) -> 
     with django_db_blocker.unblock():
         worker_loop.run(sync_to_async(connections.close_all)())
 
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> Iterator[None]:
+    """Each test gets its own channel layer instance.
+
+    Tests use the layer from several event loops (pytest-asyncio's, async_to_sync's, the worker
+    loop's). A receive still pending when a test's loop closes leaves channels-redis' receive lock
+    held and bound to that dead loop; a fresh instance per test keeps that from leaking into the
+    next test. (A server process has one loop and never meets this.)
+    """
+    from channels.layers import channel_layers
+
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}

@@ -343,7 +343,9 @@ def test_it_regenerates_an_over_long_turn_when_the_rules_say_so(question, _fresh
 
     worker_loop.run(run_debate(debate.pk, "ref-owner"))
 
-    turns = dict(enumerate(sorted(debate.turns.all(), key=lambda t: t.text == "fits.")))
-    assert turns[0].text == "now it fits." and not turns[0].truncated
-    assert turns[0].meta["regenerations"] == 1
-    assert turns[0].violations == []
+    # Which opening draws the long script depends on scheduling: find the regenerated turn.
+    turns = list(debate.turns.all())
+    assert sorted(t.text for t in turns) == ["fits.", "now it fits."]
+    regenerated = [t for t in turns if t.meta.get("regenerations")]
+    assert len(regenerated) == 1 and regenerated[0].meta["regenerations"] == 1
+    assert all(not t.truncated and t.violations == [] for t in turns)
