@@ -221,8 +221,10 @@ def start_django(workdir: Path) -> object:
     return redis
 
 
-def create_debates(profile: object, count: int, args: argparse.Namespace) -> list[int]:
+def create_debates(profile: object, count: int, args: argparse.Namespace, *, from_end: bool = False) -> list[int]:
     """``count`` debates on the bundled questions (cycling), both sides ``profile``, no concession check.
+
+    ``from_end`` takes the questions from the end of the set (warm-ups: not the timed questions).
 
     The word limit is out of reach and the AI concession check is off, so that every turn is exactly
     one generation and the runner's tokens compare with the replays'.
@@ -237,7 +239,8 @@ def create_debates(profile: object, count: int, args: argparse.Namespace) -> lis
     constitution, _ = Constitution.objects.get_or_create(
         name="gpu-check", version=1, defaults={"preamble": DEFAULT_PREAMBLE, "principles": DEFAULT_PRINCIPLES, "rules": rules}
     )
-    questions = list(ensure_sample_set().questions.order_by("pk")[: max(1, count)])
+    ordered = ensure_sample_set().questions.order_by("-pk" if from_end else "pk")
+    questions = list(ordered[: max(1, count)])
     limits = Limits(rounds=args.rounds, max_tokens=args.max_tokens, word_limit=5000, context_tokens=args.context_tokens)
     return [
         services.create_debate(
@@ -409,7 +412,9 @@ def _check_device(device: str) -> str:
 def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> dict[str, object]:
     from debaters.backends import get_backend
 
-    dtype = args.dtype if args.dtype != "auto" else ("float32" if args.device == "cpu" else "bfloat16")
+    from debaters.backends.transformers_backend import default_dtype
+
+    dtype = args.dtype if args.dtype != "auto" else default_dtype(args.device)
     print(
         f"{args.debates} debates x {args.rounds} rounds ({2 * args.debates} requests a round), max_tokens {args.max_tokens}, "
         f"excerpts {args.context_tokens} tokens, greedy; {dtype}; load average {os.getloadavg()[0]:.2f}",
@@ -424,13 +429,21 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
         profile = make_profile("gpu-check-transformers", "transformers", folder, options, args.context_tokens)
         api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
         from arena import worker_loop
+        from debaters.backends import backend_class
 
         worker_loop.run(api.wait_ready())  # type: ignore[attr-defined]
-        # Warm-up (allocator, kernels): a small run that is not timed.
-        warm_ids = create_debates(profile, min(2, args.debates), args)
-        run_runner(warm_ids, "warm-up")
+        # Warm-up (allocator, kernels): a small run that is not timed, on other questions, so that
+        # the timed run finds none of its prompts in the backend's prefix cache.
+        warm_ids = create_debates(profile, min(2, args.debates), args, from_end=True)
+        _, warm_rounds = run_runner(warm_ids, "warm-up")
         figures["transformers/runner"], replay_rounds = run_runner(create_debates(profile, args.debates, args), "transformers")
-        figures["transformers/generate_batch"] = replay_backend(api, replay_rounds, args.max_tokens, "transformers")
+        worker_loop.run(api.aclose())  # type: ignore[attr-defined]
+        # The replay gets a backend of its own: the runner's one has these very prompts cached.
+        replay_api = backend_class("transformers")(profile.backend_spec())  # type: ignore[attr-defined]
+        worker_loop.run(replay_api.wait_ready())  # type: ignore[attr-defined]
+        replay_backend(replay_api, warm_rounds[:1], 4, "warm-up")
+        figures["transformers/generate_batch"] = replay_backend(replay_api, replay_rounds, args.max_tokens, "transformers")
+        worker_loop.run(replay_api.aclose())  # type: ignore[attr-defined]
         raw = RawGenerate(folder, args.device, dtype)
         raw.run(replay_rounds[:1], 4)  # warm-up
         raw_figure = raw.run(replay_rounds, args.max_tokens)
@@ -439,7 +452,6 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
         same = sum(a == b for a, b in zip(figures["transformers/generate_batch"].texts, raw_figure.texts))
         extra["generate_batch_equals_raw"] = f"{same}/{len(raw_figure.texts)}"
         raw.close()
-        worker_loop.run(api.aclose())  # type: ignore[attr-defined]
 
     if "vllm" in args.backends:
         if importlib.util.find_spec("vllm") is None:
@@ -449,11 +461,16 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
         else:
             from arena import worker_loop
 
-            options = {"gpu_memory_utilization": args.vllm_gpu_memory_utilization}
+            # vLLM caches prefixes too; off here, because the replay sends the runner's own prompts
+            # to the same engine and would find them cached (two engines do not fit on one GPU).
+            options = {
+                "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
+                "engine_args": {"enable_prefix_caching": False},
+            }
             profile = make_profile("gpu-check-vllm", "vllm", folder, options, args.context_tokens)
             api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
             worker_loop.run(api.wait_ready())  # type: ignore[attr-defined]
-            run_runner(create_debates(profile, min(2, args.debates), args), "warm-up")
+            run_runner(create_debates(profile, min(2, args.debates), args, from_end=True), "warm-up")
             figures["vllm/runner"], vllm_rounds = run_runner(create_debates(profile, args.debates, args), "vllm")
             replay = replay_backend(api, replay_rounds or vllm_rounds, args.max_tokens, "vllm")
             replay.name = "vllm: backend generate_batch (one LLM.chat a round)"

@@ -203,12 +203,12 @@ class RawGenerate:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from debaters.backends.transformers_backend import resolve_model_path
+        from debaters.backends.transformers_backend import default_dtype, resolve_model_path
 
         path = resolve_model_path(model_name)
         self.torch = torch
         self.device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype_name = dtype if dtype != "auto" else ("float32" if self.device == "cpu" else "bfloat16")
+        dtype_name = dtype if dtype != "auto" else default_dtype(self.device)
         self.tokenizer = AutoTokenizer.from_pretrained(str(path))
         self.tokenizer.padding_side = "left"
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype_name))
@@ -266,14 +266,56 @@ class RoundRunner:
     async def __call__(self, prompts: Sequence[list[ChatMessage]], max_tokens: int) -> RoundResult:  # pragma: no cover
         raise NotImplementedError
 
+    async def start(self) -> None:
+        """Get ready for one run of every round (not timed)."""
+
+    async def stop(self) -> None:
+        """After a run: release what :meth:`start` set up."""
+
 
 class _ApiRunner(RoundRunner):
-    def __init__(self, api: ModelAPI, concurrent: bool) -> None:
-        self._api, self._concurrent = api, concurrent
+    """(a) or (b): a fresh backend for each run, so no run reads another run's prefix cache."""
+
+    def __init__(self, args: argparse.Namespace, *, concurrent: bool, warmup: list[ChatMessage]) -> None:
+        self._args, self._concurrent, self._warmup = args, concurrent, warmup
+        self._api: ModelAPI | None = None
+        self._before: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self._api = backend_class(self._args.backend)(_spec(self._args))
+        if hasattr(self._api, "wait_ready"):
+            await self._api.wait_ready()  # type: ignore[attr-defined]
+        # Warm-up: first-call allocations and kernel selection are not throughput.
+        await self._api.generate_batch(_requests([self._warmup, self._warmup], 4))
+        self._before = _stats(self._api)
+
+    async def stop(self) -> None:
+        assert self._api is not None
+        after = _stats(self._api)
+        if after:
+            prefill = after["prefill_tokens"] - self._before["prefill_tokens"]
+            reused = after["reused_tokens"] - self._before["reused_tokens"]
+            share = reused / prefill if prefill else 0.0
+            steps = after["decode_steps"] - self._before["decode_steps"]
+            decode_s = (after["decode_ms"] - self._before["decode_ms"]) / 1000
+            prefill_s = (after["prefill_ms"] - self._before["prefill_ms"]) / 1000
+            print(
+                f"    prompt tokens {prefill}, {reused} ({share:.0%}) from the prefix cache; "
+                f"prefill {prefill_s:.1f} s, {steps} decoding steps {decode_s:.1f} s",
+                flush=True,
+            )
+        await self._api.aclose()
+        self._api = None
 
     async def __call__(self, prompts: Sequence[list[ChatMessage]], max_tokens: int) -> RoundResult:
+        assert self._api is not None
         requests = _requests(prompts, max_tokens)
         return await (_run_concurrent if self._concurrent else _run_sequential)(self._api, requests)
+
+
+def _stats(api: ModelAPI) -> dict[str, int]:
+    stats = getattr(api, "stats", None)
+    return stats() if callable(stats) else {}
 
 
 class _RawRunner(RoundRunner):
@@ -306,11 +348,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-url", default=None, help="openai backend: the API root, e.g. http://localhost:8000/v1")
     parser.add_argument("--device", default="auto", help="transformers: cpu, cuda or auto")
     parser.add_argument(
-        "--dtype", default="auto", help="transformers: auto (float32 on CPU), float32, bfloat16, float16"
+        "--dtype", default="auto", help="transformers: auto (bfloat16 on CUDA and AMX CPUs, else float32), float32, bfloat16, float16"
     )
-    parser.add_argument("--max-batch-size", type=int, default=16, help="transformers: largest running batch")
+    parser.add_argument("--max-batch-size", type=int, default=32, help="transformers: largest running batch")
+    parser.add_argument(
+        "--prefix-cache-mb",
+        type=float,
+        default=1024,
+        help="transformers: bytes of keys/values kept for reuse by later prompts (0: no prefix cache)",
+    )
     parser.add_argument("--num-threads", type=int, default=None, help="torch.set_num_threads (unset: torch's choice)")
-    parser.add_argument("--questions", type=int, default=8, help="debate questions; two requests (one per answer) each")
+    parser.add_argument(
+        "--questions", type=int, default=16, help="debates (one per question); two requests (one per answer) each"
+    )
     parser.add_argument("--rounds", type=int, default=2, help="debate rounds")
     parser.add_argument("--max-tokens", type=int, default=64, help="max_tokens per request")
     parser.add_argument("--prompt-tokens", type=int, default=400, help="approximate tokens per round-1 prompt")
@@ -341,36 +391,39 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _spec(args: argparse.Namespace) -> BackendSpec:
     if args.backend == "openai":
         return BackendSpec(backend="openai", model=args.model, options={"base_urls": [args.base_url]})
-    options: dict[str, object] = {"device": args.device, "dtype": args.dtype, "max_batch_size": args.max_batch_size}
+    options: dict[str, object] = {
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_batch_size": args.max_batch_size,
+        "prefix_cache_mb": args.prefix_cache_mb,
+    }
     if args.num_threads is not None:
         options["num_threads"] = args.num_threads
     return BackendSpec(backend="transformers", model=args.model, options=options)
 
 
 async def _main(args: argparse.Namespace) -> dict[str, object]:
-    questions = load_questions(_data_path(args.data), args.questions)
-    api = backend_class(args.backend)(_spec(args))
-    builder = PromptBuilder(TokenCounter(api), args.prompt_tokens)
+    # One question more than the benchmark plays: its prompt warms each backend up, so no
+    # benchmark prompt is in a prefix cache before its mode runs.
+    *questions, spare = load_questions(_data_path(args.data), args.questions + 1)
+    counter_api = backend_class(args.backend)(_spec(args))
+    builder = PromptBuilder(TokenCounter(counter_api), args.prompt_tokens)
     sample = builder.opening(questions[0], 0)
+    warmup = builder.opening(spare, 0)
     print(
         f"{2 * len(questions)} requests x {args.rounds} rounds, max_tokens {args.max_tokens}, "
-        f"round-1 prompt ~{api.count_tokens(sample[0]['content'])} tokens (+ chat template), "
+        f"round-1 prompt ~{counter_api.count_tokens(sample[0]['content'])} tokens (+ chat template), "
         f"{args.repeat} repeat(s); load average {os.getloadavg()[0]:.2f}",
         flush=True,
     )
     runners: dict[str, RoundRunner] = {}
-    if hasattr(api, "wait_ready"):
-        await api.wait_ready()  # type: ignore[attr-defined]
     if "a" in args.modes:
-        runners["a"] = _ApiRunner(api, concurrent=False)
+        runners["a"] = _ApiRunner(args, concurrent=False, warmup=warmup)
     if "b" in args.modes:
-        runners["b"] = _ApiRunner(api, concurrent=True)
-    if runners:
-        # Warm-up: first-call allocations and kernel selection are not throughput.
-        await api.generate_batch(_requests([sample, sample], 4))
+        runners["b"] = _ApiRunner(args, concurrent=True, warmup=warmup)
     if "c" in args.modes:
         raw = RawGenerate(args.model, args.device, args.dtype)
-        raw.run([sample, sample], 4)
+        raw.run([warmup, warmup], 4)
         runners["c"] = _RawRunner(raw)
 
     names = {"a": "(a) one at a time", "b": "(b) concurrent generate", "c": "(c) raw model.generate"}
@@ -380,9 +433,13 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     for repeat in range(args.repeat):
         for key, runner in runners.items():
             label = f"{names[key]} #{repeat + 1}"
-            result, _ = await _debate(label, builder, questions, args.rounds, args.max_tokens, runner)
+            await runner.start()
+            try:
+                result, _ = await _debate(label, builder, questions, args.rounds, args.max_tokens, runner)
+            finally:
+                await runner.stop()
             runs[key].append(result)
-    await api.aclose()
+    await counter_api.aclose()
 
     print()
     best = {key: max(results, key=lambda r: r.tokens_per_s) for key, results in runs.items()}

@@ -15,7 +15,6 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +87,7 @@ def _config(*args: str, config_args: tuple[str, ...] = (), **env: str) -> subpro
     """``compose -f compose.yaml --env-file .env.example ARGS config CONFIG_ARGS`` with only ``env`` of the
     variables that .env.example documents (this test process may have its own DATABASE_URL, ...)."""
     command = _compose_v2()
-    if command is None:
-        pytest.skip(NO_COMPOSE)
+    assert command is not None, NO_COMPOSE
     clean = {k: v for k, v in os.environ.items() if k not in _documented() and not k.startswith("COMPOSE_")}
     clean.update(env)
     return subprocess.run(

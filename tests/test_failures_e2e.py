@@ -10,13 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from arena_test_support import served_model_folder, transformers_cli
 from conftest_paths import ARTIFACTS
 
 from arena import services, worker_loop
@@ -101,39 +99,10 @@ class Served:
                 self.process.wait(10)
 
 
-def _servable_folder(tmp: Path) -> Path:
-    """The embedded model's folder; shimmed with ``config.architectures`` when the converted config lacks it
-    (``transformers serve`` picks the model class from it)."""
-    from debaters.embedded import ensure_converted
-
-    folder = Path(ensure_converted(progress=False))
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("architectures"):
-        return folder
-    shim = tmp / "servable-model"
-    shim.mkdir()
-    for entry in folder.iterdir():
-        if entry.name != "config.json":
-            (shim / entry.name).symlink_to(entry.resolve())
-    config["architectures"] = ["LlamaForCausalLM"]
-    (shim / "config.json").write_text(json.dumps(config, indent=2))
-    return shim
-
-
 @pytest.fixture
 def served_model(tmp_path: Path) -> Iterator[Served]:
-    executable = Path(sys.executable).with_name("transformers")
-    if not executable.exists():
-        found = shutil.which("transformers")
-        if found is None:
-            pytest.skip("the transformers CLI is not installed")
-        executable = Path(found)
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        pytest.skip("transformers serve needs fastapi and uvicorn (the dev extra)")
-    folder = _servable_folder(tmp_path)
+    folder = served_model_folder()
+    executable = transformers_cli()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])

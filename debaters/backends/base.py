@@ -141,5 +141,12 @@ class ModelAPI(ABC):
         """Tokens in ``text`` for this model; backends without a tokenizer estimate."""
         return max(1, round(len(text.split()) * 1.3))
 
+    async def wait_ready(self) -> None:
+        """Return once the backend can serve; raise :class:`BackendError` if it never will.
+
+        Backends that load a model in the background (transformers, vllm) wait for the load here;
+        the default has nothing to wait for.
+        """
+
     async def aclose(self) -> None:
         """Release connections or memory. Safe to call twice."""

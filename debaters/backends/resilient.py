@@ -97,6 +97,8 @@ class ResilientModel(ModelAPI):
     * ``timeout_s``: limit for one attempt of ``complete`` / ``choice_probs``, and for streams the longest
       wait for the next item (an idle timeout, so long answers are fine). ``None`` disables it. A timeout
       is transient. ``generate_batch`` on a backend with its own batching uses ``batch_timeout_s``.
+    * ``ready_timeout_s``: before its first call the wrapper awaits the inner backend's ``wait_ready``
+      (a local model loading) for up to this long, outside ``timeout_s`` and without retries.
     * ``max_concurrency``: requests in flight at once through this wrapper (``None``: unlimited). A slot
       is held for the whole of a stream, including while the consumer handles its items, and released
       during backoff sleeps.
@@ -119,6 +121,7 @@ class ResilientModel(ModelAPI):
         max_delay_s: float = 10.0,
         timeout_s: float | None = 120.0,
         batch_timeout_s: float | None = None,
+        ready_timeout_s: float | None = 1800.0,
         max_concurrency: int | None = None,
         on_retry: RetryHook | None = None,
         sleep: Sleep | None = None,
@@ -133,6 +136,8 @@ class ResilientModel(ModelAPI):
             raise ValueError("timeout_s must be positive or None")
         if batch_timeout_s is not None and batch_timeout_s <= 0:
             raise ValueError("batch_timeout_s must be positive or None")
+        if ready_timeout_s is not None and ready_timeout_s <= 0:
+            raise ValueError("ready_timeout_s must be positive or None")
         if max_concurrency is not None and max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1 or None")
         self.inner = inner
@@ -141,6 +146,8 @@ class ResilientModel(ModelAPI):
         self.max_delay_s = max_delay_s
         self.timeout_s = timeout_s
         self.batch_timeout_s = batch_timeout_s
+        self.ready_timeout_s = ready_timeout_s
+        self._ready = False
         self.max_concurrency = max_concurrency
         self.on_retry = on_retry
         self._sleep: Sleep = sleep or asyncio.sleep
@@ -160,6 +167,7 @@ class ResilientModel(ModelAPI):
         After a delta was yielded, a transient failure raises :class:`StreamInterrupted` and a permanent
         one is raised as it is. A stream that ends without a :class:`Final` counts as a transient failure.
         """
+        await self.wait_ready()
         attempt = 0
         while True:
             attempt += 1
@@ -215,7 +223,24 @@ class ResilientModel(ModelAPI):
     def count_tokens(self, text: str) -> int:
         return self.inner.count_tokens(text)
 
+    async def wait_ready(self) -> None:
+        """Wait (up to ``ready_timeout_s``) for the inner backend to load, once; every call does this first.
+
+        Loading a model is not a request: it does not count against ``timeout_s`` and is not
+        retried. A load that fails raises the backend's error; one that takes too long raises a
+        transient :class:`BackendError`.
+        """
+        if self._ready:
+            return
+        try:
+            async with asyncio.timeout(self.ready_timeout_s):
+                await self.inner.wait_ready()
+        except TimeoutError as exc:
+            raise BackendError(f"the model was not ready within {_seconds(self.ready_timeout_s)}") from exc
+        self._ready = True
+
     async def aclose(self) -> None:
+        self._ready = False
         await self.inner.aclose()
 
     # ----- helpers -----
@@ -227,6 +252,7 @@ class ResilientModel(ModelAPI):
         return ceiling / 2 + self._rng.uniform(0, ceiling / 2)
 
     async def _call(self, operation: str, call: Callable[[], Awaitable[T]], timeout_s: float | None) -> T:
+        await self.wait_ready()
         attempt = 0
         while True:
             attempt += 1

@@ -4,14 +4,14 @@ Spec::
 
     BackendSpec(backend="transformers", model="embedded" | "/path/to/hf-folder",
                 options={"device": "cpu" | "cuda" | "auto", "dtype": "auto" | "float32" | "bfloat16" | "float16",
-                         "max_batch_size": 16, "batch_wait_ms": 5, "max_prefill_tokens": 8192,
-                         "num_threads": None})
+                         "max_batch_size": 32, "batch_wait_ms": 5, "max_prefill_tokens": 8192,
+                         "num_threads": None, "prefix_cache_mb": 1024})
 
 ``model="embedded"`` is the bundled SmolLM2-135M-Instruct (see :mod:`debaters.embedded`); anything else
-must be a local Hugging Face folder. ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA.
-float32 is the CPU default because it keeps greedy output independent of batch composition;
-bfloat16 is 2-3x faster on CPUs with AMX (Sapphire Rapids and later) but then a greedy
-completion can change with what else is in the batch. ``num_threads`` (default: leave torch's
+must be a local Hugging Face folder. ``dtype="auto"`` is bfloat16 on CUDA and on CPUs with AMX
+(Sapphire Rapids and later, where it is several times faster), float32 on other CPUs; see
+:func:`default_dtype`. Only float32 keeps a greedy completion independent of what else is in the
+batch. ``num_threads`` (default: leave torch's
 choice, one per core) calls ``torch.set_num_threads``, which is process-wide.
 
 How it works. Each backend instance owns one scheduler thread; the model and its KV cache live
@@ -30,6 +30,12 @@ The scheduler runs its own decoding loop over a *running batch* (continuous batc
   ``max_prefill_tokens`` bounds one prefill (at least one request is always admitted).
 * Finished rows (end of sequence, a stop string, ``max_tokens`` or the context limit) leave the
   batch; leading columns that became padding for every remaining row are trimmed.
+* A prefix cache keeps the keys and values of recent prompts and finished completions
+  (``prefix_cache_mb``, least recently used first out; 0 turns it off). A newcomer whose prompt
+  starts with a cached sequence (the next turn of a debate repeats the system prompt, the source
+  excerpts and the transcript so far) copies that prefix into its cache rows and runs only the
+  rest of its prompt. Positions count real tokens, so a reused prefix gives the same keys it
+  would have been computed to.
 * ``choice_probs`` requests are scored with one batched forward pass between decoding steps.
 * The KV cache is transformers' ``Cache`` with :class:`_BufferedLayer` layers: views into
   buffers with room to grow, so a decoding step writes one column in place instead of
@@ -99,7 +105,20 @@ from debaters.backends.base import (
 log = logging.getLogger(__name__)
 
 _DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_KNOWN_OPTIONS = {"device", "dtype", "max_batch_size", "batch_wait_ms", "max_prefill_tokens", "num_threads"}
+_KNOWN_OPTIONS = {
+    "device",
+    "dtype",
+    "max_batch_size",
+    "batch_wait_ms",
+    "max_prefill_tokens",
+    "num_threads",
+    "prefix_cache_mb",
+}
+# A cached prefix shorter than this is not worth gathering (a chat template's header, say).
+_MIN_PREFIX_REUSE = 16
+# A newcomer waits one decoding step for a sibling's prompt to be cached when that saves this many
+# more prompt tokens than the cache offers now.
+_DEFER_GAIN = 64
 # Nucleus sampling first looks at this many top tokens; only rows whose nucleus is wider fall back
 # to sorting the whole vocabulary (exact either way, but sorting 49k logits per row is slow on CPU).
 _TOP_K_PROBE = 256
@@ -112,10 +131,11 @@ class TransformersOptions:
 
     device: str = "auto"
     dtype: str = "auto"
-    max_batch_size: int = 16
+    max_batch_size: int = 32
     batch_wait_ms: float = 5.0
     max_prefill_tokens: int = 8192
     num_threads: int | None = None
+    prefix_cache_mb: float = 1024.0
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> TransformersOptions:
@@ -134,18 +154,39 @@ class TransformersOptions:
             dtype = str(opts.get("dtype", "auto"))
             if dtype != "auto" and dtype not in _DTYPES:
                 raise ValueError(f"dtype must be one of auto, {', '.join(_DTYPES)}; not {dtype!r}")
-            max_batch_size = _as_int(opts.get("max_batch_size", 16), "max_batch_size")
+            max_batch_size = _as_int(opts.get("max_batch_size", 32), "max_batch_size")
             batch_wait_ms = float(_as_number(opts.get("batch_wait_ms", 5.0), "batch_wait_ms"))
             max_prefill = _as_int(opts.get("max_prefill_tokens", 8192), "max_prefill_tokens")
             raw_threads = opts.get("num_threads")
             num_threads = None if raw_threads is None else _as_int(raw_threads, "num_threads")
-            if min(max_batch_size, max_prefill, 1 if num_threads is None else num_threads) < 1 or batch_wait_ms < 0:
-                raise ValueError(
-                    "max_batch_size, max_prefill_tokens and num_threads must be positive; batch_wait_ms not negative"
-                )
+            prefix_cache_mb = float(_as_number(opts.get("prefix_cache_mb", 1024.0), "prefix_cache_mb"))
+            if min(max_batch_size, max_prefill, 1 if num_threads is None else num_threads) < 1:
+                raise ValueError("max_batch_size, max_prefill_tokens and num_threads must be positive")
+            if batch_wait_ms < 0 or prefix_cache_mb < 0:
+                raise ValueError("batch_wait_ms and prefix_cache_mb must not be negative")
         except ValueError as exc:
             raise BackendError(f"bad transformers backend option: {exc}", permanent=True) from exc
-        return cls(device, dtype, max_batch_size, batch_wait_ms, max_prefill, num_threads)
+        return cls(device, dtype, max_batch_size, batch_wait_ms, max_prefill, num_threads, prefix_cache_mb)
+
+
+def default_dtype(device: str) -> str:
+    """What ``dtype: auto`` means on ``device``: bfloat16 on CUDA and on CPUs with bfloat16 matrix units.
+
+    On a CPU with AMX (Intel Sapphire Rapids and later) bfloat16 matrix products run 3-4x faster
+    than float32 (measured here at batch 16-32, see the README), so batched decoding and prefill
+    are much cheaper; elsewhere a CPU emulates bfloat16 and float32 is faster. The price of
+    bfloat16 is that a greedy completion can change with what else is in the batch (as on GPUs):
+    pin ``dtype: float32`` on a CPU for batch-invariant greedy output.
+    """
+    if not device.startswith("cpu"):
+        return "bfloat16"
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    try:
+        native = bool(amx and amx() and avx512_bf16 and avx512_bf16())
+    except Exception:  # noqa: BLE001 - a private torch probe; without it, assume no AMX
+        native = False
+    return "bfloat16" if native else "float32"
 
 
 def _as_int(value: object, name: str) -> int:
@@ -233,6 +274,7 @@ class _Row:
         "job",
         "max_new",
         "prompt_ids",
+        "sampled",
         "stop",
         "temperature",
         "top_p",
@@ -248,6 +290,7 @@ class _Row:
         self.top_p = params.top_p
         self.stop = tuple(s for s in params.stop if s)
         self.generated: list[int] = []  # completion ids without the end-of-sequence token
+        self.sampled: list[int] = []  # every sampled id, end-of-sequence included
         self.completion_tokens = 0  # includes the end-of-sequence token when one was produced
         self.emitted = ""  # text already sent as deltas: always a prefix of the final text
         self.generator: torch.Generator | None = None
@@ -285,6 +328,17 @@ class _Scheduler:
         self._mask: torch.Tensor | None = None  # [B, T] long, 1 = real token in the cache
         self._next: torch.Tensor | None = None  # [B] sampled tokens not yet fed to the model
         self._pos: torch.Tensor | None = None  # [B] position id of the next fed token
+        self._prefixes = _PrefixCache(int(options.prefix_cache_mb * 2**20))
+        # Prompt tokens admitted, how many came from the prefix cache, and where the time went
+        # (read by benchmarks and tests).
+        self.stats = {
+            "prefill_tokens": 0,
+            "reused_tokens": 0,
+            "prefix_hits": 0,
+            "prefill_ms": 0,
+            "decode_steps": 0,
+            "decode_ms": 0,
+        }
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[_Job, StreamItem | list[float] | BackendError]]] = {}
         self._thread = threading.Thread(target=self._run, name=f"transformers-backend:{model_name}", daemon=True)
         self._thread.start()
@@ -360,7 +414,7 @@ class _Scheduler:
             raise BackendError(
                 "transformers backend: device 'cuda' requested but CUDA is not available", permanent=True
             )
-        dtype_name = opts.dtype if opts.dtype != "auto" else ("float32" if device == "cpu" else "bfloat16")
+        dtype_name = opts.dtype if opts.dtype != "auto" else default_dtype(device)
         if opts.num_threads is not None:
             torch.set_num_threads(opts.num_threads)
         started = time.monotonic()
@@ -480,19 +534,38 @@ class _Scheduler:
             self._keep([i for i, row in enumerate(self._rows) if not row.job.cancelled])
 
     def _admit(self) -> None:
-        """Prefill the oldest waiting rows and merge them into the running batch (FIFO)."""
+        """Prefill the oldest waiting rows and merge them into the running batch (FIFO).
+
+        A row whose prompt starts with a cached sequence only runs the rest of its prompt. A row
+        that shares a much longer prefix with a row of this group than with anything cached (two
+        debaters given the same story, say) waits for the next admission, one decoding step
+        later, when that row's prompt is cached: the shared part then runs once, not twice.
+        """
         room = self._opts.max_batch_size - len(self._rows)
         group: list[_Row] = []
+        reuse: list[tuple[_PrefixEntry | None, int]] = []
+        deferred: list[_Row] = []
         longest = 0
         while self._waiting and len(group) < room:
-            candidate = self._waiting[0]
-            padded = max(longest, len(candidate.prompt_ids)) * (len(group) + 1)
+            candidate = self._waiting.popleft()
+            entry, shared = self._prefixes.longest(candidate.prompt_ids)
+            if group and self._prefixes.capacity and self._sibling_prefix(candidate, group) >= shared + _DEFER_GAIN:
+                deferred.append(candidate)
+                continue
+            suffix = len(candidate.prompt_ids) - shared
+            padded = max(longest, suffix) * (len(group) + 1)
             if group and padded > self._opts.max_prefill_tokens:
+                self._waiting.appendleft(candidate)
                 break
-            group.append(self._waiting.popleft())
-            longest = max(longest, len(candidate.prompt_ids))
+            group.append(candidate)
+            reuse.append((entry, shared))
+            longest = max(longest, suffix)
+        self._waiting.extendleft(reversed(deferred))  # first in line next time, in their order
         try:
-            cache, mask, logits = self._prefill([row.prompt_ids for row in group])
+            started = time.perf_counter()
+            cache, mask, logits = self._prefill([row.prompt_ids for row in group], reuse)
+            self.stats["prefill_ms"] += round((time.perf_counter() - started) * 1000)
+            self._remember_prompts(group, cache, mask)
             tokens = self._choose(group, logits)
             alive = [i for i, (row, token) in enumerate(zip(group, tokens)) if not self._advance(row, token)]
             if not alive:
@@ -515,16 +588,74 @@ class _Scheduler:
             self._fail(rows, exc)
             self._fail_running(exc)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[Cache, torch.Tensor, torch.Tensor]:
-        """Run left-padded prompts; return their cache, mask and next-token logits ``[n, V]``."""
+    @staticmethod
+    def _sibling_prefix(candidate: _Row, group: list[_Row]) -> int:
+        """The longest prefix ``candidate`` could take from a group member's prompt once that is cached."""
+        limit = len(candidate.prompt_ids) - 1
+        return max(_common_prefix(row.prompt_ids, candidate.prompt_ids, limit) for row in group)
+
+    def _prefill(
+        self, prompts: list[list[int]], reuse: list[tuple[_PrefixEntry | None, int]]
+    ) -> tuple[Cache, torch.Tensor, torch.Tensor]:
+        """Run left-padded prompts; return their cache, mask and next-token logits ``[n, V]``.
+
+        ``reuse[i]`` is a cached entry and how many of prompt ``i``'s first tokens it covers. Every
+        row runs the same number of tokens, ``longest``, the longest uncovered rest: a row with a
+        shorter rest runs some of its covered tokens again instead of padding (the same work, as
+        padding is computed too). So each row is ``[padding][cached prefix][tokens run]`` with no
+        gap, and the cache is no wider than the longest prompt.
+        """
         assert self.model is not None
-        ids, mask = self._left_pad(prompts)
-        positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-        cache = Cache(layer_class_to_replicate=_BufferedLayer)
+        longest = max(len(prompt) - shared for prompt, (_, shared) in zip(prompts, reuse))
+        reuse = [
+            (entry, max(0, len(prompt) - longest)) if entry is not None else (None, 0)
+            for prompt, (entry, _) in zip(prompts, reuse)
+        ]
+        width = max(used for _, used in reuse)
+        ids, mask = self._left_pad([prompt[used:] for prompt, (_, used) in zip(prompts, reuse)])
+        self.stats["prefill_tokens"] += sum(len(p) for p in prompts)
+        if width == 0:
+            cache = Cache(layer_class_to_replicate=_BufferedLayer)
+        else:
+            self.stats["reused_tokens"] += sum(used for _, used in reuse)
+            self.stats["prefix_hits"] += sum(1 for _, used in reuse if used)
+            head = torch.zeros((len(prompts), width), dtype=mask.dtype, device=mask.device)
+            for i, (_, used) in enumerate(reuse):
+                head[i, width - used :] = 1
+            mask = torch.cat([head, mask], dim=1)
+            cache = self._preloaded_cache(reuse, width, ids.shape[1])
+        positions = ((mask.cumsum(dim=1) - 1).clamp_min(0))[:, width:]
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
         )
         return out.cache, mask, out.logits[:, -1, :]
+
+    def _preloaded_cache(self, reuse: list[tuple[_PrefixEntry | None, int]], width: int, incoming: int) -> Cache:
+        """A cache of ``width`` columns holding each row's cached prefix right-aligned, zeros elsewhere."""
+        sample = next(entry for entry, shared in reuse if entry is not None and shared)
+        capacity = width + incoming + max(64, (width + incoming) // 4)
+        layers: list[_BufferedLayer] = []
+        for index, (k0, v0) in enumerate(zip(sample.keys, sample.values, strict=True)):
+            kbuf = k0.new_zeros((len(reuse), k0.shape[0], capacity, k0.shape[2]))
+            vbuf = v0.new_zeros((len(reuse), v0.shape[0], capacity, v0.shape[2]))
+            for row, (entry, shared) in enumerate(reuse):
+                if entry is not None and shared:
+                    kbuf[row, :, width - shared : width].copy_(entry.keys[index][:, :shared])
+                    vbuf[row, :, width - shared : width].copy_(entry.values[index][:, :shared])
+            layers.append(_BufferedLayer.preloaded(kbuf, vbuf, width))
+        return Cache(layers=layers)
+
+    def _remember_prompts(self, rows: list[_Row], cache: Cache, mask: torch.Tensor) -> None:
+        """Put each prefilled prompt's keys and values in the prefix cache."""
+        if self._prefixes.capacity:
+            for i, row in enumerate(rows):
+                self._remember(row.prompt_ids, cache, mask, i)
+
+    def _remember(self, ids: list[int], cache: Cache, mask: torch.Tensor, row: int) -> None:
+        columns = mask[row].nonzero().squeeze(1)
+        assert len(columns) == len(ids), "the cache must hold exactly the row's tokens"
+        pairs = [layer.row_columns(row, columns) for layer in _layers(cache)]
+        self._prefixes.add(list(ids), [k for k, _ in pairs], [v for _, v in pairs])
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(p) for p in prompts)
@@ -575,6 +706,7 @@ class _Scheduler:
         assert self.model is not None and self._mask is not None and self._next is not None and self._pos is not None
         rows = self._rows
         try:
+            started = time.perf_counter()
             ones = torch.ones((len(rows), 1), dtype=self._mask.dtype, device=self._mask.device)
             mask = torch.cat([self._mask, ones], dim=1)
             out = self.model(
@@ -587,12 +719,20 @@ class _Scheduler:
             self._mask = mask
             self._pos = self._pos + 1
             tokens = self._choose(rows, out.logits[:, -1, :])
+            self.stats["decode_steps"] += 1
+            self.stats["decode_ms"] += round((time.perf_counter() - started) * 1000)
         except Exception as exc:  # noqa: BLE001 - fail the batch, keep the thread
             log.exception("transformers backend: decoding step failed")
             self._fail_running(exc)
             return
         # Past this point the batch is consistent; anything raising below is caught by _run.
         keep = [i for i, (row, token) in enumerate(zip(rows, tokens)) if not self._advance(row, token)]
+        if self._prefixes.capacity and len(keep) < len(rows):
+            assert self._cache is not None
+            kept = set(keep)
+            for i, row in enumerate(rows):
+                if i not in kept:  # the cache holds its prompt and every sampled token but the last
+                    self._remember(row.prompt_ids + row.sampled[:-1], self._cache, self._mask, i)
         self._next = torch.tensor(tokens, device=self._mask.device)
         self._keep(keep)
 
@@ -630,6 +770,7 @@ class _Scheduler:
         """Record ``token`` for ``row``, send any settled text; True when the row is finished."""
         assert self.tokenizer is not None
         row.completion_tokens += 1
+        row.sampled.append(token)
         finish: str | None = None
         if token in row.eos_ids:
             finish = "stop"
@@ -837,6 +978,106 @@ class _BufferedLayer(DynamicLayer):
         self._kbuf, self._vbuf, self._len = kbuf, vbuf, width
         self._sync()
 
+    @classmethod
+    def preloaded(cls, kbuf: torch.Tensor, vbuf: torch.Tensor, length: int) -> _BufferedLayer:
+        """A layer over buffers whose first ``length`` columns are already filled."""
+        layer = cls()
+        layer.lazy_initialization(kbuf, vbuf)
+        layer._kbuf, layer._vbuf, layer._len = kbuf, vbuf, length
+        layer._sync()
+        return layer
+
+    def row_columns(self, row: int, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copies of one row's keys and values at ``columns``: ``[kv_heads, len(columns), head_dim]``."""
+        assert self._kbuf is not None and self._vbuf is not None
+        return self._kbuf[row].index_select(1, columns), self._vbuf[row].index_select(1, columns)
+
+
+class _PrefixEntry:
+    """A token sequence and its keys/values (one ``[kv_heads, len, head_dim]`` pair per layer)."""
+
+    __slots__ = ("ids", "keys", "nbytes", "values")
+
+    def __init__(self, ids: list[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        self.ids = ids
+        self.keys = keys
+        self.values = values
+        self.nbytes = sum(t.numel() * t.element_size() for t in (*keys, *values))
+
+
+class _PrefixCache:
+    """Keys and values of recent sequences, reused when a new prompt starts with the same tokens.
+
+    A debater's later turn repeats its system prompt, its source excerpts and the question, and a
+    conversation's next request repeats the last one and its answer, so most of a later prompt was
+    computed before. (``choice_probs`` does not use it: a judge asks once per answer order.)
+    Keys carry the rotary embedding of their position, and positions come from the count of real
+    tokens, so a cached prefix is valid in any row at any padding. Bounded in bytes, least
+    recently used first out; an entry that another entry extends is dropped. Scheduler thread only.
+    """
+
+    def __init__(self, capacity_bytes: int) -> None:
+        self.capacity = capacity_bytes
+        self.size = 0
+        self._entries: collections.OrderedDict[int, _PrefixEntry] = collections.OrderedDict()
+        self._next_key = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def longest(self, ids: list[int]) -> tuple[_PrefixEntry | None, int]:
+        """The entry sharing the longest prefix with ``ids`` and that length (at most ``len(ids) - 1``)."""
+        best: tuple[_PrefixEntry | None, int, int] = (None, 0, -1)
+        limit = len(ids) - 1  # the last prompt token must be run to get the next token's logits
+        for key, entry in self._entries.items():
+            shared = _common_prefix(entry.ids, ids, limit)
+            if shared > best[1]:
+                best = (entry, shared, key)
+        entry, shared, key = best
+        if entry is None or shared < _MIN_PREFIX_REUSE:
+            return None, 0
+        self._entries.move_to_end(key)
+        return entry, shared
+
+    def add(self, ids: list[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        if len(ids) < _MIN_PREFIX_REUSE:
+            return
+        for key, entry in list(self._entries.items()):
+            shared = _common_prefix(entry.ids, ids, len(ids))
+            if shared == len(ids):  # already covered by a longer (or equal) entry
+                self._entries.move_to_end(key)
+                return
+            if shared == len(entry.ids):  # the new sequence extends this one
+                self._drop(key)
+        entry = _PrefixEntry(ids, keys, values)
+        if entry.nbytes > self.capacity:
+            return
+        while self._entries and self.size + entry.nbytes > self.capacity:
+            self._drop(next(iter(self._entries)))
+        self._entries[self._next_key] = entry
+        self._next_key += 1
+        self.size += entry.nbytes
+
+    def _drop(self, key: int) -> None:
+        self.size -= self._entries.pop(key).nbytes
+
+
+def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
+    """Length of the common prefix of ``a`` and ``b``, at most ``limit`` (slice compares run in C)."""
+    hi = min(len(a), len(b), limit)
+    if hi <= 0 or a[0] != b[0]:
+        return 0
+    if a[:hi] == b[:hi]:
+        return hi
+    lo = 1  # a[:lo] == b[:lo] holds; a[:hi] == b[:hi] does not
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
 
 def _layers(cache: Cache) -> list[_BufferedLayer]:
     layers = list(cache.layers)
@@ -962,6 +1203,12 @@ class TransformersBackend(ModelAPI):
                 self._count_tokenizer = _load_tokenizer(resolve_model_path(self.spec.model))
             return len(self._count_tokenizer.encode(text, add_special_tokens=False))
 
+    def stats(self) -> dict[str, int]:
+        """Counters of the running scheduler: prompt tokens admitted and reused, prefill and decoding time."""
+        with self._lock:
+            scheduler = self._scheduler
+        return dict(scheduler.stats) if scheduler is not None else {}
+
     async def aclose(self) -> None:
         """Stop the scheduler thread; pending requests fail with a transient :class:`BackendError`."""
         with self._lock:
@@ -986,4 +1233,4 @@ class TransformersBackend(ModelAPI):
         return _GenJob(asyncio.get_running_loop(), request, stream=stream)
 
 
-__all__ = ["TransformersBackend", "TransformersOptions", "resolve_model_path"]
+__all__ = ["TransformersBackend", "TransformersOptions", "default_dtype", "resolve_model_path"]

@@ -12,10 +12,8 @@ import asyncio
 import json
 import math
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -26,6 +24,7 @@ from typing import cast
 
 import httpx
 import pytest
+from arena_test_support import served_model_folder, transformers_cli
 
 from debaters.backends import backend_class
 from debaters.backends.base import (
@@ -723,28 +722,6 @@ async def test_it_classifies_choice_probs_failures_like_streams(server: Scripted
 # ----- transformers serve on the embedded model -----
 
 
-def _servable_model_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The embedded model's HF folder, shimmed if its config lacks ``architectures``.
-
-    ``transformers serve`` picks the model class from ``config.architectures``; a config saved from a
-    GGUF-loaded model has none, so the shim links the weights and writes a config that names the class.
-    """
-    from debaters.embedded import ensure_converted
-
-    folder = Path(ensure_converted(progress=False))
-    config = json.loads((folder / "config.json").read_text())
-    if config.get("architectures"):
-        return folder
-    shim = tmp_path_factory.mktemp("servable-model")
-    for entry in folder.iterdir():
-        if entry.name != "config.json":
-            (shim / entry.name).symlink_to(entry.resolve())
-    config["architectures"] = ["LlamaForCausalLM"]
-    config.pop("quantization_config", None)
-    (shim / "config.json").write_text(json.dumps(config, indent=2))
-    return shim
-
-
 @dataclass(frozen=True)
 class ServedModel:
     base_url: str
@@ -754,19 +731,8 @@ class ServedModel:
 @pytest.fixture(scope="module")
 def transformers_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedModel]:
     """``transformers serve`` pinned to the embedded model, offline, on a free loopback port."""
-    executable = Path(sys.executable).with_name("transformers")
-    if not executable.exists():
-        found = shutil.which("transformers")
-        if found is None:
-            pytest.skip("the transformers CLI is not installed")
-        executable = Path(found)
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        pytest.skip("transformers serve needs fastapi and uvicorn (pip install 'transformers[serving]')")
-
-    folder = _servable_model_folder(tmp_path_factory)
+    folder = served_model_folder()
+    executable = transformers_cli()
     port = _free_port()
     log_path = tmp_path_factory.mktemp("transformers-serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}

@@ -456,3 +456,56 @@ def test_it_delegates_the_rest_to_the_inner_backend() -> None:
         ResilientModel(inner, max_retries=-1)
     with pytest.raises(ValueError):
         ResilientModel(inner, max_concurrency=0)
+
+
+# ----- waiting for the model to load -----
+
+
+class LoadingBackend(ScriptedBackend):
+    """A backend whose model takes ``load_s`` to load, then fails to load with ``load_error`` if set."""
+
+    def __init__(self, load_s: float, load_error: BackendError | None = None) -> None:
+        super().__init__([_ok("loaded")])
+        self.load_s = load_s
+        self.load_error = load_error
+        self.loads = 0
+
+    async def wait_ready(self) -> None:
+        self.loads += 1
+        await asyncio.sleep(self.load_s)
+        if self.load_error is not None:
+            raise self.load_error
+
+
+@pytest.mark.asyncio
+async def test_loading_the_model_does_not_count_against_the_request_timeout() -> None:
+    inner = LoadingBackend(load_s=0.3)
+    model = ResilientModel(inner, timeout_s=0.1, max_retries=0)
+    final = await model.complete(REQUEST)
+    assert final.text == "loaded" and inner.calls == 1
+    items = [item async for item in model.generate(REQUEST)]
+    assert isinstance(items[-1], Final)
+    assert await model.choice_probs([{"role": "user", "content": "hi"}], ["A", "B"]) == [0.5, 0.5]
+    assert inner.loads == 1  # waited for once, not before every call
+
+
+@pytest.mark.asyncio
+async def test_a_model_that_cannot_load_fails_at_once_without_retries() -> None:
+    inner = LoadingBackend(load_s=0.0, load_error=BackendError("no such model folder", permanent=True))
+    model = ResilientModel(inner, max_retries=5)
+    with pytest.raises(BackendError) as info:
+        await model.complete(REQUEST)
+    assert info.value.permanent and "no such model folder" in info.value.message
+    assert inner.calls == 0
+
+
+@pytest.mark.asyncio
+async def test_a_load_slower_than_ready_timeout_is_a_transient_error() -> None:
+    inner = LoadingBackend(load_s=5.0)
+    model = ResilientModel(inner, ready_timeout_s=0.1)
+    with pytest.raises(BackendError) as info:
+        await model.complete(REQUEST)
+    assert not info.value.permanent and "not ready within" in info.value.message
+    assert inner.calls == 0
+    with pytest.raises(ValueError):
+        ResilientModel(inner, ready_timeout_s=0)

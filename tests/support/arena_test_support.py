@@ -28,3 +28,29 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
+def served_model_folder():  # type: ignore[no-untyped-def]
+    """The embedded model's converted folder, as ``transformers serve`` loads it (it needs ``architectures``)."""
+    import json
+    from pathlib import Path
+
+    from debaters.embedded import ensure_converted
+
+    folder = Path(ensure_converted(progress=False))
+    config = json.loads((folder / "config.json").read_text())
+    assert config.get("architectures"), f"{folder}/config.json names no architectures; transformers serve needs them"
+    return folder
+
+
+def transformers_cli():  # type: ignore[no-untyped-def]
+    """The ``transformers`` command of this environment, with what its ``serve`` needs (the dev extra)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    executable = Path(sys.executable).with_name("transformers")
+    assert executable.exists(), f"{executable} is missing: install the dev extra (pip install -e '.[dev]')"
+    for module in ("fastapi", "uvicorn"):
+        assert importlib.util.find_spec(module), f"transformers serve needs {module}: install the dev extra"
+    return executable
