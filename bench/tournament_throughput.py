@@ -348,7 +348,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--base-url", default=None, help="openai backend: the API root, e.g. http://localhost:8000/v1")
     parser.add_argument("--device", default="auto", help="transformers: cpu, cuda or auto")
     parser.add_argument(
-        "--dtype", default="auto", help="transformers: auto (bfloat16 on CUDA and AMX CPUs, else float32), float32, bfloat16, float16"
+        "--dtype", default="auto", help="transformers: auto (float32 on CPU, bfloat16 on CUDA), float32, bfloat16, float16"
     )
     parser.add_argument("--max-batch-size", type=int, default=32, help="transformers: largest running batch")
     parser.add_argument(

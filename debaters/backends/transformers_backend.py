@@ -8,10 +8,10 @@ Spec::
                          "num_threads": None, "prefix_cache_mb": 1024})
 
 ``model="embedded"`` is the bundled SmolLM2-135M-Instruct (see :mod:`debaters.embedded`); anything else
-must be a local Hugging Face folder. ``dtype="auto"`` is bfloat16 on CUDA and on CPUs with AMX
-(Sapphire Rapids and later, where it is several times faster), float32 on other CPUs; see
-:func:`default_dtype`. Only float32 keeps a greedy completion independent of what else is in the
-batch. ``num_threads`` (default: leave torch's
+must be a local Hugging Face folder. ``dtype="auto"`` is float32 on CPU and bfloat16 on CUDA
+(:func:`default_dtype`): float32 keeps greedy output independent of batch composition; bfloat16
+is faster on CPUs with AMX (Sapphire Rapids and later) but then a greedy completion can change with
+what else is in the batch. ``num_threads`` (default: leave torch's
 choice, one per core) calls ``torch.set_num_threads``, which is process-wide.
 
 How it works. Each backend instance owns one scheduler thread; the model and its KV cache live
@@ -170,23 +170,14 @@ class TransformersOptions:
 
 
 def default_dtype(device: str) -> str:
-    """What ``dtype: auto`` means on ``device``: bfloat16 on CUDA and on CPUs with bfloat16 matrix units.
+    """What ``dtype: auto`` means on ``device``: float32 on a CPU, bfloat16 on CUDA.
 
-    On a CPU with AMX (Intel Sapphire Rapids and later) bfloat16 matrix products run 3-4x faster
-    than float32 (measured here at batch 16-32, see the README), so batched decoding and prefill
-    are much cheaper; elsewhere a CPU emulates bfloat16 and float32 is faster. The price of
-    bfloat16 is that a greedy completion can change with what else is in the batch (as on GPUs):
-    pin ``dtype: float32`` on a CPU for batch-invariant greedy output.
+    float32 keeps a greedy completion (and a seeded sample) independent of what else is in the
+    batch, so a tournament replays the same whatever the load. On CPUs with AMX (Intel Sapphire
+    Rapids and later) ``dtype: bfloat16`` batches 1.4x faster still (README) at the cost of that
+    invariance; elsewhere a CPU emulates bfloat16 and it is slower.
     """
-    if not device.startswith("cpu"):
-        return "bfloat16"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    avx512_bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
-    try:
-        native = bool(amx and amx() and avx512_bf16 and avx512_bf16())
-    except Exception:  # noqa: BLE001 - a private torch probe; without it, assume no AMX
-        native = False
-    return "bfloat16" if native else "float32"
+    return "float32" if device.startswith("cpu") else "bfloat16"
 
 
 def _as_int(value: object, name: str) -> int:
