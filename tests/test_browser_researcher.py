@@ -23,6 +23,11 @@ def page(daphne_server) -> Iterator[object]:  # type: ignore[no-untyped-def]
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
         yield browser.new_page()
         browser.close()
+        # Queries in the test ran while Playwright's event loop was set, in a context of their own
+        # with its own connection: close it, or the test database cannot be dropped at the end.
+        from django.db import connections
+
+        connections.close_all()
 
 
 def test_it_lets_a_researcher_start_a_debate_that_is_queued(page, daphne_server, alice, bob, question, profile) -> None:  # type: ignore[no-untyped-def]

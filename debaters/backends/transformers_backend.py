@@ -818,13 +818,11 @@ class _Scheduler:
         for start in range(0, len(ready), size):
             chunk = ready[start : start + size]
             try:
-                ids, mask = self._left_pad([prompt for _, prompt, _ in chunk])
-                positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
-                assert self.model is not None
-                out = self.model(
-                    input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
-                )
-                probs = torch.softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+                # A judge that reasoned first is scored on its reasoning prompt plus the reasoning:
+                # that prefix is in the cache.
+                prompts = [prompt for _, prompt, _ in chunk]
+                _, _, logits = self._prefill(prompts, [self._prefixes.longest(p) for p in prompts])
+                probs = torch.softmax(logits.float(), dim=-1).cpu()
             except Exception as exc:  # noqa: BLE001
                 log.exception("transformers backend: choice scoring failed")
                 for job, _, _ in chunk:
@@ -1001,7 +999,7 @@ class _PrefixCache:
 
     A debater's later turn repeats its system prompt, its source excerpts and the question, and a
     conversation's next request repeats the last one and its answer, so most of a later prompt was
-    computed before. (``choice_probs`` does not use it: a judge asks once per answer order.)
+    computed before; so does a judge's scoring prompt after its chain of thought.
     Keys carry the rotary embedding of their position, and positions come from the count of real
     tokens, so a cached prefix is valid in any row at any padding. Bounded in bytes, least
     recently used first out; an entry that another entry extends is dropped. Scheduler thread only.

@@ -324,6 +324,19 @@ async def test_it_scores_choices_that_sum_to_one(backend: TransformersBackend) -
 
 
 @pytest.mark.asyncio
+async def test_it_scores_a_choice_after_reasoning_from_the_cached_reasoning(
+    backend: TransformersBackend, uncached: TransformersBackend
+) -> None:
+    ask = f"{STORY}\n\nDid Mara rescue the sailors? A: yes. B: no. Think first."
+    reasoning = await backend.complete(_request(ask, max_tokens=16))
+    scored = [*_conversation(ask, reasoning.text, "So, A or B? Reply with one letter.")]
+    before = backend.stats()["reused_tokens"]
+    probs = await backend.choice_probs(scored, ["A", "B"])
+    assert backend.stats()["reused_tokens"] - before >= reasoning.prompt_tokens + reasoning.completion_tokens - 2
+    assert probs == pytest.approx(await uncached.choice_probs(scored, ["A", "B"]), abs=1e-4)
+
+
+@pytest.mark.asyncio
 async def test_it_refuses_empty_labels(backend: TransformersBackend) -> None:
     with pytest.raises(BackendError) as info:
         await backend.choice_probs([{"role": "user", "content": "Hi"}], ["A", " "])
