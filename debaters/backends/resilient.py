@@ -97,7 +97,7 @@ class ResilientModel(ModelAPI):
     * ``timeout_s``: limit for one attempt of ``complete`` / ``choice_probs``, and for streams the longest
       wait for the next item (an idle timeout, so long answers are fine). ``None`` disables it. A timeout
       is transient. ``generate_batch`` on a backend with its own batching uses ``batch_timeout_s``.
-    * ``ready_timeout_s``: before its first call the wrapper awaits the inner backend's ``wait_ready``
+    * ``ready_timeout_s``: before each call the wrapper awaits the inner backend's ``wait_ready``
       (a local model loading) for up to this long, outside ``timeout_s`` and without retries.
     * ``max_concurrency``: requests in flight at once through this wrapper (``None``: unlimited). A slot
       is held for the whole of a stream, including while the consumer handles its items, and released
@@ -147,7 +147,6 @@ class ResilientModel(ModelAPI):
         self.timeout_s = timeout_s
         self.batch_timeout_s = batch_timeout_s
         self.ready_timeout_s = ready_timeout_s
-        self._ready = False
         self.max_concurrency = max_concurrency
         self.on_retry = on_retry
         self._sleep: Sleep = sleep or asyncio.sleep
@@ -224,23 +223,20 @@ class ResilientModel(ModelAPI):
         return self.inner.count_tokens(text)
 
     async def wait_ready(self) -> None:
-        """Wait (up to ``ready_timeout_s``) for the inner backend to load, once; every call does this first.
+        """Wait (up to ``ready_timeout_s``) for the inner backend to load; every call does this first.
 
         Loading a model is not a request: it does not count against ``timeout_s`` and is not
         retried. A load that fails raises the backend's error; one that takes too long raises a
-        transient :class:`BackendError`.
+        transient :class:`BackendError`. Asked every time (backends answer at once when loaded), so
+        a shared backend that was closed and reloads is waited for again.
         """
-        if self._ready:
-            return
         try:
             async with asyncio.timeout(self.ready_timeout_s):
                 await self.inner.wait_ready()
         except TimeoutError as exc:
             raise BackendError(f"the model was not ready within {_seconds(self.ready_timeout_s)}") from exc
-        self._ready = True
 
     async def aclose(self) -> None:
-        self._ready = False
         await self.inner.aclose()
 
     # ----- helpers -----

@@ -23,7 +23,8 @@ The scheduler runs its own decoding loop over a *running batch* (continuous batc
 
 * Rows are left-padded; a 2-D attention mask marks real tokens and position ids come from the
   mask, so a row's numbers do not depend on how much padding it carries.
-* Newcomers are admitted first-in-first-out at the next step: they are prefilled as their own
+* Newcomers are admitted first-in-first-out at the next step (except that one may wait a single
+  step for a sibling's prompt to be cached, see below): they are prefilled as their own
   left-padded batch, then their KV-cache tensors are merged into the running batch's by
   left-padding the shorter cache along the sequence axis. Nobody waits for a running batch to
   finish, so no request starves; ``max_batch_size`` bounds the running batch and
@@ -258,6 +259,7 @@ class _Row:
 
     __slots__ = (
         "completion_tokens",
+        "deferred",
         "emitted",
         "eos_ids",
         "generated",
@@ -282,6 +284,7 @@ class _Row:
         self.stop = tuple(s for s in params.stop if s)
         self.generated: list[int] = []  # completion ids without the end-of-sequence token
         self.sampled: list[int] = []  # every sampled id, end-of-sequence included
+        self.deferred = False  # waited once for a sibling's prompt to be cached (never twice)
         self.completion_tokens = 0  # includes the end-of-sequence token when one was produced
         self.emitted = ""  # text already sent as deltas: always a prefix of the final text
         self.generator: torch.Generator | None = None
@@ -320,12 +323,14 @@ class _Scheduler:
         self._next: torch.Tensor | None = None  # [B] sampled tokens not yet fed to the model
         self._pos: torch.Tensor | None = None  # [B] position id of the next fed token
         self._prefixes = _PrefixCache(int(options.prefix_cache_mb * 2**20))
+        self._kv_token_bytes = 0  # keys + values of one token over all layers (set by _load)
         # Prompt tokens admitted, how many came from the prefix cache, and where the time went
         # (read by benchmarks and tests).
         self.stats = {
             "prefill_tokens": 0,
             "reused_tokens": 0,
             "prefix_hits": 0,
+            "prefills": 0,
             "prefill_ms": 0,
             "decode_steps": 0,
             "decode_ms": 0,
@@ -422,6 +427,7 @@ class _Scheduler:
             elif isinstance(source, (list, tuple)):
                 eos.update(int(t) for t in source)
         self.eos_ids = frozenset(eos)
+        self._kv_token_bytes = _kv_bytes_per_token(config, _DTYPES[dtype_name])
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else (min(eos) if eos else 0))
         elapsed = time.monotonic() - started
@@ -540,7 +546,8 @@ class _Scheduler:
         while self._waiting and len(group) < room:
             candidate = self._waiting.popleft()
             entry, shared = self._prefixes.longest(candidate.prompt_ids)
-            if group and self._prefixes.capacity and self._sibling_prefix(candidate, group) >= shared + _DEFER_GAIN:
+            if group and self._may_defer(candidate) and self._sibling_prefix(candidate, group) >= shared + _DEFER_GAIN:
+                candidate.deferred = True
                 deferred.append(candidate)
                 continue
             suffix = len(candidate.prompt_ids) - shared
@@ -553,9 +560,7 @@ class _Scheduler:
             longest = max(longest, suffix)
         self._waiting.extendleft(reversed(deferred))  # first in line next time, in their order
         try:
-            started = time.perf_counter()
             cache, mask, logits = self._prefill([row.prompt_ids for row in group], reuse)
-            self.stats["prefill_ms"] += round((time.perf_counter() - started) * 1000)
             self._remember_prompts(group, cache, mask)
             tokens = self._choose(group, logits)
             alive = [i for i, (row, token) in enumerate(zip(group, tokens)) if not self._advance(row, token)]
@@ -579,6 +584,10 @@ class _Scheduler:
             self._fail(rows, exc)
             self._fail_running(exc)
 
+    def _may_defer(self, row: _Row) -> bool:
+        """Whether ``row`` may wait for a sibling: once only, and only if such a prompt fits in the cache."""
+        return not row.deferred and 0 < len(row.prompt_ids) * self._kv_token_bytes <= self._prefixes.capacity // 2
+
     @staticmethod
     def _sibling_prefix(candidate: _Row, group: list[_Row]) -> int:
         """The longest prefix ``candidate`` could take from a group member's prompt once that is cached."""
@@ -597,6 +606,7 @@ class _Scheduler:
         gap, and the cache is no wider than the longest prompt.
         """
         assert self.model is not None
+        started = time.perf_counter()
         longest = max(len(prompt) - shared for prompt, (_, shared) in zip(prompts, reuse))
         reuse = [
             (entry, max(0, len(prompt) - longest)) if entry is not None else (None, 0)
@@ -619,6 +629,8 @@ class _Scheduler:
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
         )
+        self.stats["prefills"] += 1
+        self.stats["prefill_ms"] += round((time.perf_counter() - started) * 1000)
         return out.cache, mask, out.logits[:, -1, :]
 
     def _preloaded_cache(self, reuse: list[tuple[_PrefixEntry | None, int]], width: int, incoming: int) -> Cache:
@@ -638,15 +650,21 @@ class _Scheduler:
 
     def _remember_prompts(self, rows: list[_Row], cache: Cache, mask: torch.Tensor) -> None:
         """Put each prefilled prompt's keys and values in the prefix cache."""
-        if self._prefixes.capacity:
-            for i, row in enumerate(rows):
-                self._remember(row.prompt_ids, cache, mask, i)
+        for i, row in enumerate(rows):
+            self._remember(row.prompt_ids, cache, mask, i)
 
     def _remember(self, ids: list[int], cache: Cache, mask: torch.Tensor, row: int) -> None:
-        columns = mask[row].nonzero().squeeze(1)
-        assert len(columns) == len(ids), "the cache must hold exactly the row's tokens"
-        pairs = [layer.row_columns(row, columns) for layer in _layers(cache)]
-        self._prefixes.add(list(ids), [k for k, _ in pairs], [v for _, v in pairs])
+        """Copy one row's keys and values into the prefix cache; a failure here fails no request."""
+        if not self._prefixes.wants(ids, len(ids) * self._kv_token_bytes):
+            return
+        try:
+            columns = mask[row].nonzero().squeeze(1)
+            assert len(columns) == len(ids), "the cache must hold exactly the row's tokens"
+            pairs = [layer.row_columns(row, columns) for layer in _layers(cache)]
+            self._prefixes.add(list(ids), [k for k, _ in pairs], [v for _, v in pairs])
+        except Exception:  # noqa: BLE001 - out of memory, say: serve on without the cache's contents
+            log.exception("transformers backend: could not store a prefix; emptying the prefix cache")
+            self._prefixes.clear()
 
     def _left_pad(self, prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         longest = max(len(p) for p in prompts)
@@ -718,7 +736,7 @@ class _Scheduler:
             return
         # Past this point the batch is consistent; anything raising below is caught by _run.
         keep = [i for i, (row, token) in enumerate(zip(rows, tokens)) if not self._advance(row, token)]
-        if self._prefixes.capacity and len(keep) < len(rows):
+        if len(keep) < len(rows):
             assert self._cache is not None
             kept = set(keep)
             for i, row in enumerate(rows):
@@ -821,7 +839,17 @@ class _Scheduler:
                 # A judge that reasoned first is scored on its reasoning prompt plus the reasoning:
                 # that prefix is in the cache.
                 prompts = [prompt for _, prompt, _ in chunk]
-                _, _, logits = self._prefill(prompts, [self._prefixes.longest(p) for p in prompts])
+                reuse = [self._prefixes.longest(p) for p in prompts]
+                if any(shared for _, shared in reuse):
+                    _, _, logits = self._prefill(prompts, reuse)
+                else:  # nothing to reuse: no need to keep every layer's keys and values
+                    ids, mask = self._left_pad(prompts)
+                    positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
+                    assert self.model is not None
+                    out = self.model(
+                        input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=1
+                    )
+                    logits = out.logits[:, -1, :]
                 probs = torch.softmax(logits.float(), dim=-1).cpu()
             except Exception as exc:  # noqa: BLE001
                 log.exception("transformers backend: choice scoring failed")
@@ -1028,27 +1056,51 @@ class _PrefixCache:
         self._entries.move_to_end(key)
         return entry, shared
 
+    def wants(self, ids: list[int], nbytes: int) -> bool:
+        """Whether a sequence of ``nbytes`` would be stored (else a caller need not copy it out).
+
+        A sequence that an entry already covers is not: that entry counts as used instead.
+        """
+        if not self.capacity or len(ids) < _MIN_PREFIX_REUSE or nbytes > self.capacity:
+            return False
+        for key, entry in self._entries.items():
+            if _common_prefix(entry.ids, ids, len(ids)) == len(ids):
+                self._entries.move_to_end(key)
+                return False
+        return True
+
     def add(self, ids: list[int], keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        if len(ids) < _MIN_PREFIX_REUSE:
+        entry = _PrefixEntry(ids, keys, values)
+        if len(ids) < _MIN_PREFIX_REUSE or entry.nbytes > self.capacity:
             return
-        for key, entry in list(self._entries.items()):
-            shared = _common_prefix(entry.ids, ids, len(ids))
+        for key, old in list(self._entries.items()):
+            shared = _common_prefix(old.ids, ids, len(ids))
             if shared == len(ids):  # already covered by a longer (or equal) entry
                 self._entries.move_to_end(key)
                 return
-            if shared == len(entry.ids):  # the new sequence extends this one
+            if shared == len(old.ids):  # the new sequence extends this one
                 self._drop(key)
-        entry = _PrefixEntry(ids, keys, values)
-        if entry.nbytes > self.capacity:
-            return
         while self._entries and self.size + entry.nbytes > self.capacity:
             self._drop(next(iter(self._entries)))
         self._entries[self._next_key] = entry
         self._next_key += 1
         self.size += entry.nbytes
 
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
     def _drop(self, key: int) -> None:
         self.size -= self._entries.pop(key).nbytes
+
+
+def _kv_bytes_per_token(config: object, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token takes over all layers (0 when the config does not say)."""
+    layers = getattr(config, "num_hidden_layers", 0) or 0
+    heads = getattr(config, "num_attention_heads", 0) or 0
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or (getattr(config, "hidden_size", 0) // heads if heads else 0)
+    return 2 * int(layers) * int(kv_heads) * int(head_dim) * torch.empty((), dtype=dtype).element_size()
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
@@ -1209,7 +1261,9 @@ class TransformersBackend(ModelAPI):
     async def wait_ready(self) -> None:
         """Start the scheduler and wait until the model is loaded (or failed to load; then raise)."""
         scheduler = self._running()
-        await asyncio.to_thread(scheduler.wait_ready)
+        # Short waits: a caller that gives up (a timeout) leaves no thread blocked for the whole load.
+        while not scheduler.wait_ready(0):
+            await asyncio.to_thread(scheduler.wait_ready, 0.5)
         error = scheduler.load_error
         if error is not None:
             raise BackendError(error.message, permanent=error.permanent)

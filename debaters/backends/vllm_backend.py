@@ -653,7 +653,9 @@ class VLLMBackend(ModelAPI):
         first request (a worker at start, a benchmark before timing).
         """
         engine = self._running()
-        await asyncio.to_thread(engine.wait_ready)
+        # Short waits: a caller that gives up (a timeout) leaves no thread blocked for the whole load.
+        while not engine.wait_ready(0):
+            await asyncio.to_thread(engine.wait_ready, 0.5)
         if engine.load_error is not None:
             raise BackendError(engine.load_error.message, permanent=True)
 

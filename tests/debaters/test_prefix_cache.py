@@ -72,3 +72,23 @@ def test_a_zero_capacity_cache_keeps_nothing() -> None:
     cache = _PrefixCache(0)
     _add(cache, list(range(40)))
     assert len(cache) == 0 and cache.longest(list(range(50))) == (None, 0)
+
+
+def test_it_says_what_it_would_not_store_so_nothing_is_copied_for_nothing() -> None:
+    cache = _PrefixCache(30 * TOKEN_BYTES)
+    _add(cache, list(range(100, 120)))
+    assert cache.wants(list(range(100, 110)), 10 * TOKEN_BYTES) is False  # covered
+    assert cache.wants(list(range(300, 340)), 40 * TOKEN_BYTES) is False  # bigger than the whole cache
+    assert cache.wants(list(range(300, 310)), 10 * TOKEN_BYTES) is False  # too short to be worth it
+    assert cache.wants(list(range(300, 325)), 25 * TOKEN_BYTES) is True
+    assert _PrefixCache(0).wants(list(range(300, 325)), 0) is False
+
+
+def test_a_sequence_too_big_to_store_keeps_the_prefix_it_extends() -> None:
+    cache = _PrefixCache(30 * TOKEN_BYTES)
+    turn_one = list(range(100, 120))
+    _add(cache, turn_one)
+    _add(cache, turn_one + list(range(500, 520)))  # 40 tokens: more than the cache holds
+    assert len(cache) == 1 and cache.longest(turn_one + [1])[1] == 20
+    cache.clear()
+    assert len(cache) == 0 and cache.size == 0

@@ -462,19 +462,28 @@ def test_it_delegates_the_rest_to_the_inner_backend() -> None:
 
 
 class LoadingBackend(ScriptedBackend):
-    """A backend whose model takes ``load_s`` to load, then fails to load with ``load_error`` if set."""
+    """A backend whose model takes ``load_s`` to load (then fails with ``load_error`` if set).
+
+    Like the real ones, ``wait_ready`` answers at once once loaded; ``loaded = False`` is a restart.
+    """
 
     def __init__(self, load_s: float, load_error: BackendError | None = None) -> None:
         super().__init__([_ok("loaded")])
         self.load_s = load_s
         self.load_error = load_error
+        self.loaded = False
         self.loads = 0
+        self.waits = 0
 
     async def wait_ready(self) -> None:
+        self.waits += 1
+        if self.loaded:
+            return
         self.loads += 1
         await asyncio.sleep(self.load_s)
         if self.load_error is not None:
             raise self.load_error
+        self.loaded = True
 
 
 @pytest.mark.asyncio
@@ -486,7 +495,11 @@ async def test_loading_the_model_does_not_count_against_the_request_timeout() ->
     items = [item async for item in model.generate(REQUEST)]
     assert isinstance(items[-1], Final)
     assert await model.choice_probs([{"role": "user", "content": "hi"}], ["A", "B"]) == [0.5, 0.5]
-    assert inner.loads == 1  # waited for once, not before every call
+    assert inner.waits == 3 and inner.loads == 1
+    # The shared backend was closed elsewhere and reloads: the next call waits for it again.
+    inner.loaded = False
+    assert (await model.complete(REQUEST)).text == "loaded"
+    assert inner.loads == 2
 
 
 @pytest.mark.asyncio

@@ -203,6 +203,39 @@ async def test_it_runs_a_prefix_shared_inside_one_batch_once(
 
 
 @pytest.mark.asyncio
+async def test_siblings_do_not_wait_for_a_prompt_the_cache_cannot_hold() -> None:
+    # 0.5 MB holds ~11 tokens of SmolLM2 keys and values in float32: no prompt fits, so the second
+    # sibling must be prefilled with the first (one prefill), not wait for a cache entry that
+    # will never exist.
+    options = {"device": "cpu", "dtype": "float32", "prefix_cache_mb": 0.5}
+    api = TransformersBackend(BackendSpec(backend="transformers", model="embedded", options=options))
+    try:
+        await api.wait_ready()
+        requests = [_request(f"{STORY}\n\nQuestion {n}: who is the hero?", max_tokens=4) for n in (1, 2)]
+        finals = await api.generate_batch(requests)
+        stats = api.stats()
+    finally:
+        await api.aclose()
+    assert all(f.completion_tokens > 0 for f in finals)
+    assert stats["prefills"] == 1 and stats["reused_tokens"] == 0
+
+
+@pytest.mark.asyncio
+async def test_a_failure_to_store_a_prefix_fails_no_request(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from debaters.backends import transformers_backend as module
+
+    def broken(self: object, row: int, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise RuntimeError("injected: out of memory")
+
+    monkeypatch.setattr(module._BufferedLayer, "row_columns", broken)
+    final = await backend.complete(_request(f"{STORY}\n\nSummarise the story in one line.", max_tokens=8))
+    assert final.completion_tokens > 0 and final.text
+    assert len(backend._running()._prefixes) == 0  # emptied, and serving goes on
+
+
+@pytest.mark.asyncio
 async def test_it_reproduces_seeded_sampling(backend: TransformersBackend) -> None:
     request = _request("Write a poem about the sea.", max_tokens=16, temperature=1.0, top_p=0.9, seed=1234)
     first = await backend.complete(request)
