@@ -144,3 +144,33 @@ def test_a_judge_that_cannot_score_is_recorded_and_does_not_block_the_end(questi
     assert len(tournament.stats["judge_errors"]) == 4
     assert "unknown backend 'uninstalled'" in next(iter(tournament.stats["judge_errors"].values()))
     assert not Verdict.objects.filter(debate__tournament=tournament).exists()
+
+
+def test_every_protocol_runs_to_verdicts_in_a_tournament(question) -> None:  # type: ignore[no-untyped-def]
+    # Interactive debates pause for the judge's question (an AI panel asks through its model);
+    # open protocols let the debater choose its answer first; single-speaker ones have one side.
+    for name in ("s1", "s2"):
+        DebaterProfile.objects.create(name=name, backend="scripted", model=name, options={"text": SPEECH})
+    JudgeProfile.objects.create(name="uniform", backend="scripted", model="judge")
+    protocols = ["debate", "interactive", "consultancy", "open-debate", "open-consultancy", "naive", "expert"]
+    spec = validate(
+        {
+            "name": "all protocols",
+            "questions": {"set": question.question_set.name},
+            "debaters": ["s1", "s2"],
+            "protocols": protocols,
+            "judges": ["uniform"],
+            "limits": {"rounds": 2, "max_tokens": 16, "word_limit": 20, "context_tokens": 120},
+        }
+    )
+    tournament = tournaments.create_tournament(spec)
+    status = worker_loop.run(tournaments.run_inline(tournament.pk, "inline-all"))
+    assert status == Tournament.Status.FINISHED
+    debates = list(tournament.debates.all())
+    assert {d.protocol for d in debates} == set(protocols)
+    unfinished = {d.pk: (d.protocol, d.status, d.error) for d in debates if d.status != Debate.Status.FINISHED}
+    assert not unfinished
+    judged = set(Verdict.objects.filter(debate__tournament=tournament).values_list("debate_id", flat=True))
+    assert judged == {d.pk for d in debates}
+    interactive = [d for d in debates if d.protocol == "interactive"]
+    assert interactive and all(d.judge_questions.exists() for d in interactive)
