@@ -83,8 +83,9 @@ if "torch" not in sys.modules and not {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & se
     # measured 5-25x slower on 2 busy cores. Passive waiting fixes that but costs 25-60% on an idle
     # machine; a short spin (measured on 2 idle cores: 43 ms per batch-1 step vs 36 ms spinning
     # and 57 ms passive) keeps most of both. libgomp reads this once, when torch is first
-    # imported, so it only takes effect if this module is the first to import torch; set it (or
-    # OMP_WAIT_POLICY) in the worker's environment to choose deliberately.
+    # imported, so it only takes effect if this module is the first to import torch. Workers get it
+    # from their environment (`manage.py serve`, docker/compose.yaml, .env.example); this default is
+    # for everything else that runs the backend in process (benchmarks, tests, a shell).
     os.environ["GOMP_SPINCOUNT"] = "5000"
 
 import torch

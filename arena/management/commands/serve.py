@@ -39,6 +39,10 @@ class Command(BaseCommand):
                 raise CommandError(str(exc)) from None
             self.stdout.write(f"embedded Redis on 127.0.0.1:{settings.EMBEDDED_REDIS_PORT}")
         env["REDIS_URL"] = settings.REDIS_URL
+        if "OMP_WAIT_POLICY" not in env:
+            # The worker shares this machine's cores with the web server and the database: torch's
+            # OpenMP threads spin only briefly before sleeping (see .env.example).
+            env.setdefault("GOMP_SPINCOUNT", "5000")
         children: list[subprocess.Popen[bytes]] = []
         try:
             if not opts["no_worker"]:

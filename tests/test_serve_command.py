@@ -1,0 +1,88 @@
+"""`manage.py serve`, what `make run` ends with: the embedded Redis, a Celery worker and Daphne on
+SQLite, as real processes; SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid``: their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def _environ(pid: int) -> dict[str, str]:
+    pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
+
+
+def test_serve_runs_web_worker_and_embedded_redis_and_stops_them(tmp_path: Path) -> None:
+    web_port, redis_port = _free_port(), _free_port()
+    env = {
+        k: v for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY") and not k.startswith("PYTEST")
+    }
+    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [*manage, "serve", "--port", str(web_port), "--concurrency", "1"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        children = _children(serve.pid)
+        workers = [pid for pid, cmd in children.items() if "celery" in cmd and "worker" in cmd]
+        assert len(workers) == 1 and any("daphne" in cmd for cmd in children.values())
+        assert any("redis-server" in cmd for cmd in children.values())
+        # The worker's torch threads spin only briefly: it shares the cores with the web server.
+        worker_env = _environ(workers[0])
+        assert worker_env["GOMP_SPINCOUNT"] == "5000"
+        assert worker_env["REDIS_URL"] == f"redis://127.0.0.1:{redis_port}/0"
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+        assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # every child stopped and reaped
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait(10)
+        log.close()
