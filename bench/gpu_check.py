@@ -45,6 +45,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the module imports the project lazily, after Django is set up
+    from debaters.backends.base import ModelAPI
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -291,7 +295,7 @@ def run_runner(debate_ids: list[int], label: str) -> tuple[Figure, list[list[lis
     return figure, [by_round[r] for r in sorted(by_round)]
 
 
-async def _replay_backend(api: object, rounds: Sequence[Sequence[list[dict[str, str]]]], max_tokens: int) -> Figure:
+async def _replay_backend(api: ModelAPI, rounds: Sequence[Sequence[list[dict[str, str]]]], max_tokens: int) -> Figure:
     from debaters.backends.base import GenerateRequest, SamplingParams
 
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
@@ -299,14 +303,14 @@ async def _replay_backend(api: object, rounds: Sequence[Sequence[list[dict[str, 
     for prompts in rounds:
         requests = [GenerateRequest(tuple(p), params) for p in prompts]  # type: ignore[arg-type]
         started = time.perf_counter()
-        finals = await api.generate_batch(requests)  # type: ignore[attr-defined]
+        finals = await api.generate_batch(requests)
         figure.seconds += time.perf_counter() - started
         figure.tokens += sum(f.completion_tokens for f in finals)
         figure.texts.extend(f.text for f in finals)
     return figure
 
 
-def replay_backend(api: object, rounds: Sequence[Sequence[list[dict[str, str]]]], max_tokens: int, label: str) -> Figure:
+def replay_backend(api: ModelAPI, rounds: Sequence[Sequence[list[dict[str, str]]]], max_tokens: int, label: str) -> Figure:
     from arena import worker_loop
 
     figure = worker_loop.run(_replay_backend(api, rounds, max_tokens))
@@ -431,19 +435,19 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
         from arena import worker_loop
         from debaters.backends import backend_class
 
-        worker_loop.run(api.wait_ready())  # type: ignore[attr-defined]
+        worker_loop.run(api.wait_ready())
         # Warm-up (allocator, kernels): a small run that is not timed, on other questions, so that
         # the timed run finds none of its prompts in the backend's prefix cache.
         warm_ids = create_debates(profile, min(2, args.debates), args, from_end=True)
         _, warm_rounds = run_runner(warm_ids, "warm-up")
         figures["transformers/runner"], replay_rounds = run_runner(create_debates(profile, args.debates, args), "transformers")
-        worker_loop.run(api.aclose())  # type: ignore[attr-defined]
+        worker_loop.run(api.aclose())
         # The replay gets a backend of its own: the runner's one has these very prompts cached.
         replay_api = backend_class("transformers")(profile.backend_spec())  # type: ignore[attr-defined]
-        worker_loop.run(replay_api.wait_ready())  # type: ignore[attr-defined]
+        worker_loop.run(replay_api.wait_ready())
         replay_backend(replay_api, warm_rounds[:1], 4, "warm-up")
         figures["transformers/generate_batch"] = replay_backend(replay_api, replay_rounds, args.max_tokens, "transformers")
-        worker_loop.run(replay_api.aclose())  # type: ignore[attr-defined]
+        worker_loop.run(replay_api.aclose())
         raw = RawGenerate(folder, args.device, dtype)
         raw.run(replay_rounds[:1], 4)  # warm-up
         raw_figure = raw.run(replay_rounds, args.max_tokens)
@@ -469,14 +473,14 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
             }
             profile = make_profile("gpu-check-vllm", "vllm", folder, options, args.context_tokens)
             api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
-            worker_loop.run(api.wait_ready())  # type: ignore[attr-defined]
+            worker_loop.run(api.wait_ready())
             run_runner(create_debates(profile, min(2, args.debates), args, from_end=True), "warm-up")
             figures["vllm/runner"], vllm_rounds = run_runner(create_debates(profile, args.debates, args), "vllm")
             replay = replay_backend(api, replay_rounds or vllm_rounds, args.max_tokens, "vllm")
             replay.name = "vllm: backend generate_batch (one LLM.chat a round)"
             figures["vllm/generate_batch"] = replay
             extra["vllm_chat_batch_sizes"] = api.batch_sizes  # type: ignore[attr-defined]
-            worker_loop.run(api.aclose())  # type: ignore[attr-defined]
+            worker_loop.run(api.aclose())
 
     print()
     if random_weights:

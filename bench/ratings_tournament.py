@@ -170,9 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         from debaters.backends import get_backend
 
         backend = get_backend(DebaterProfile.objects.get(name=names[0]).backend_spec())
-        warm = getattr(backend, "wait_ready", None)
-        if warm is not None:
-            worker_loop.run(warm())
+        worker_loop.run(backend.wait_ready())
 
         meter = BusyMeter(_last=time.monotonic())
         judge_time = [0.0]

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +53,7 @@ class Run:
         return self.tokens / self.seconds if self.seconds > 0 else 0.0
 
 
-def build_prompts(count: int, prompt_tokens: int, count_tokens) -> list[list[ChatMessage]]:  # type: ignore[no-untyped-def]
+def build_prompts(count: int, prompt_tokens: int, count_tokens: Callable[[str], int]) -> list[list[ChatMessage]]:
     """``count`` distinct debate-like prompts of about ``prompt_tokens`` tokens (story excerpt + question)."""
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines() if line.strip()]
     prompts: list[list[ChatMessage]] = []
@@ -190,7 +190,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     in_process = backend_class("transformers")(
         BackendSpec(backend="transformers", model=str(folder), options={"device": "cpu", "max_batch_size": max(16, max(args.levels))})
     )
-    await in_process.wait_ready()  # type: ignore[attr-defined]
+    await in_process.wait_ready()
     workdir = Path(tempfile.mkdtemp(prefix="arena-serving-compare-"))
     server = Server(folder, workdir / "transformers-serve.log")
     served = backend_class("openai")(

@@ -283,8 +283,7 @@ class _ApiRunner(RoundRunner):
 
     async def start(self) -> None:
         self._api = backend_class(self._args.backend)(_spec(self._args))
-        if hasattr(self._api, "wait_ready"):
-            await self._api.wait_ready()  # type: ignore[attr-defined]
+        await self._api.wait_ready()
         # Warm-up: first-call allocations and kernel selection are not throughput.
         await self._api.generate_batch(_requests([self._warmup, self._warmup], 4))
         self._before = _stats(self._api)

@@ -1101,7 +1101,7 @@ def _kv_bytes_per_token(config: object, dtype: torch.dtype) -> int:
     heads = getattr(config, "num_attention_heads", 0) or 0
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or (getattr(config, "hidden_size", 0) // heads if heads else 0)
-    return 2 * int(layers) * int(kv_heads) * int(head_dim) * torch.empty((), dtype=dtype).element_size()
+    return 2 * int(layers) * int(kv_heads) * int(head_dim) * dtype.itemsize
 
 
 def _common_prefix(a: list[int], b: list[int], limit: int) -> int:
