@@ -82,7 +82,19 @@ def test_serve_runs_web_worker_and_embedded_redis_and_stops_them(tmp_path: Path)
         assert serve.wait(60) == 0
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # every child stopped and reaped
     finally:
+        # On a failure above: SIGTERM first, so that serve stops its children (a SIGKILL would orphan
+        # the worker and Daphne), then make sure of everything it started.
+        started = _children(serve.pid) if serve.poll() is None else {}
         if serve.poll() is None:
-            serve.kill()
-            serve.wait(10)
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(30)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait(10)
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         log.close()
