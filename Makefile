@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 # Tests run on PostgreSQL and the machine's Redis (started by scripts/services.sh when needed).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/arena
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
-TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_CHANNEL_PREFIX=arenatest CELERY_QUEUE=arenatest ARENA_DATA_DIR=$(CURDIR)/data/test ARENA_MODEL_CACHE=$(CURDIR)/data/models/smollm2-135m-instruct
+TEST_DATA_DIR ?= $(CURDIR)/data/test
+TEST_PREFIX ?= arenatest
+TEST_ENV := DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) ARENA_CHANNEL_PREFIX=$(TEST_PREFIX) CELERY_QUEUE=$(TEST_PREFIX) ARENA_DATA_DIR=$(TEST_DATA_DIR) ARENA_MODEL_CACHE=$(CURDIR)/data/models/smollm2-135m-instruct
 
 .PHONY: setup model run test test-fast bench clean help
 

@@ -1,6 +1,8 @@
 from django.contrib import admin
 
+from arena import profiles
 from arena.models import Candidate, Constitution, Debate, JudgeQuestion, Question, QuestionSet, Revision, Tournament, Turn
+from debaters.models import DebaterProfile
 
 
 @admin.register(QuestionSet)
@@ -13,7 +15,31 @@ class QuestionSetAdmin(admin.ModelAdmin):
 class QuestionAdmin(admin.ModelAdmin):
     list_display = ("external_id", "question", "source_title", "question_set")
     list_filter = ("question_set",)
-    search_fields = ("external_id", "question", "source_title")
+    search_fields = ("external_id", "question", "source_title", "fingerprint", "source_hash")
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        # source_hash/fingerprint are computed on save (arena.identity). A question that debates
+        # use is what their turns and verdicts refer to: freeze its content (manage.py check_record).
+        if obj is not None and obj.debates.exists():
+            return ("question", "answers", "correct_index", "source_title", "source_text", "source_hash", "fingerprint")
+        return ("source_hash", "fingerprint")
+
+
+PROFILE_FIELDS_FROZEN_WHEN_USED = (
+    "name", "backend", "model", "options", "sampling", "context_tokens", "speech_style", "lineage", "version",
+)
+
+
+@admin.register(DebaterProfile)
+class DebaterProfileAdmin(admin.ModelAdmin):
+    list_display = ("name", "lineage", "version", "backend", "model", "speech_style", "context_tokens", "created_at")
+    search_fields = ("name", "model")
+
+    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+        # A profile a debate used is a record of who argued: freeze it (edits make a new version).
+        if obj is not None and profiles.is_used(obj):
+            return PROFILE_FIELDS_FROZEN_WHEN_USED
+        return ("lineage", "version")
 
 
 @admin.register(Constitution)
@@ -38,9 +64,11 @@ class TurnInline(admin.TabularInline):
 @admin.register(Debate)
 class DebateAdmin(admin.ModelAdmin):
     list_display = ("id", "question", "protocol", "status", "debater_a", "debater_b", "created_at")
-    list_filter = ("status", "protocol")
+    list_filter = ("status", "protocol", "first_side")
     search_fields = ("question__question", "question__external_id")
     raw_id_fields = ("question",)
+    # Drawn at creation; changing it would make the debate's turns disagree with its schedule.
+    readonly_fields = ("first_side",)
     inlines = [TurnInline]
 
 

@@ -2,27 +2,56 @@
 
 Only signed-in users get in (the session cookie, through ``AuthMiddlewareStack``), only from an
 allowed origin (``AllowedHostsOriginValidator``), and a judge only for a debate assigned to them.
-Nothing sent here contains the source text or the gold answer. Schema: docs/streaming.md.
+Nothing sent here contains the source text or the gold answer. A judge gets every message
+relabelled in their own answer order, per connection (``judging.judge_view``): ``answer`` (A/B)
+instead of the stored ``side``. Schema: docs/streaming.md.
 """
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 
 from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
 
 from arena.models import Debate, Turn
+from arena.ratelimit import WS_CLOSE_LIMITED, SessionSockets, WindowCounter
 from arena.roles import is_judge, is_researcher
 from arena.runner import turn_payload
 from arena.streaming import group_name, read_inflight
+from judging.judge_view import JudgeView, judge_view_for
 
 MAX_CLIENT_MESSAGE = 4096
+
+# Sockets open per session in this process (ARENA_WS_SOCKETS_PER_SESSION).
+_session_sockets = SessionSockets()
+# (debate, judge's first answer, event as sent) -> the event as such judges get it: a crowd of
+# judges on one debate shares two forms of each message. Recent messages only.
+_JUDGE_TEXTS_KEPT = 256
+_judge_texts: OrderedDict[tuple[int, int, str], str] = OrderedDict()
+
+
+def _judge_text(debate_id: int, view: JudgeView, text: str) -> str:
+    key = (debate_id, view.shown_first, text)
+    found = _judge_texts.get(key)
+    if found is None:
+        found = _judge_texts[key] = json.dumps(view.event(json.loads(text)))
+        if len(_judge_texts) > _JUDGE_TEXTS_KEPT:
+            _judge_texts.popitem(last=False)
+    return found
 
 
 class DebateConsumer(AsyncWebsocketConsumer):
     debate_id: int
     researcher: bool
+    # A judge's labels (their A/B order, never the stored one); None for researchers.
+    view: JudgeView | None = None
+    session_key: str | None = None
+    frames: WindowCounter
+    snapshots: WindowCounter
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -39,6 +68,20 @@ class DebateConsumer(AsyncWebsocketConsumer):
             await self.close(code=4403)
             return
         self.researcher = researcher
+        if not researcher:
+            self.view = await sync_to_async(judge_view_for)(user.pk, self.debate_id)
+            if self.view is None:
+                await self.close(code=4403)
+                return
+        session_key = self.scope["session"].session_key or ""
+        if not _session_sockets.acquire(session_key, settings.ARENA_WS_SOCKETS_PER_SESSION):
+            # Accept first: a close code sent before the handshake never reaches the page.
+            await self.accept()
+            await self.close(code=WS_CLOSE_LIMITED)
+            return
+        self.session_key = session_key
+        self.frames = WindowCounter(settings.ARENA_WS_FRAMES_PER_MINUTE)
+        self.snapshots = WindowCounter(settings.ARENA_WS_SNAPSHOTS_PER_MINUTE)
         # Join before reading the snapshot, so that nothing falls between the two; duplicates are
         # dropped by sequence number.
         await self.channel_layer.group_add(group_name(self.debate_id), self.channel_name)
@@ -46,10 +89,16 @@ class DebateConsumer(AsyncWebsocketConsumer):
         await self._send_snapshot()
 
     async def disconnect(self, code: int) -> None:
+        if self.session_key is not None:
+            _session_sockets.release(self.session_key)
+            self.session_key = None
         if hasattr(self, "debate_id"):
             await self.channel_layer.group_discard(group_name(self.debate_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.frames.allow():
+            await self.close(code=WS_CLOSE_LIMITED)
+            return
         if text_data is None or len(text_data) > MAX_CLIENT_MESSAGE:
             await self._error("messages must be JSON text under 4 KiB")
             return
@@ -65,16 +114,20 @@ class DebateConsumer(AsyncWebsocketConsumer):
         if kind == "ping":
             await self.send(text_data=json.dumps({"type": "pong"}))
         elif kind == "snapshot":
+            if not self.snapshots.allow():
+                await self.close(code=WS_CLOSE_LIMITED)
+                return
             await self._send_snapshot()
         else:
             await self._error(f"unknown message type {kind[:40]!r}")
 
-    async def debate_event(self, message: dict[str, object]) -> None:
-        event = message["event"]
-        assert isinstance(event, dict)
-        if event.get("type") == "status" and not self.researcher:
-            event = {"type": "status", "status": event.get("status"), "detail": ""}
-        await self.send(text_data=json.dumps(event))
+    async def debate_event(self, message: dict[str, str]) -> None:
+        # Serialised once by the worker (arena.streaming.group_message); a judge's relabelled form
+        # once per message and answer order in this process, however many sockets watch.
+        text = message["json"]
+        if self.view is not None:
+            text = _judge_text(self.debate_id, self.view, text)
+        await self.send(text_data=text)
 
     async def _send_snapshot(self) -> None:
         snapshot = await sync_to_async(_snapshot)(self.debate_id, self.researcher)
@@ -85,6 +138,8 @@ class DebateConsumer(AsyncWebsocketConsumer):
             for turn, rec in sorted(inflight.items())
             if turn not in done
         ]
+        if self.view is not None:
+            snapshot = self.view.snapshot(snapshot)
         await self.send(text_data=json.dumps(snapshot))
 
     async def _error(self, text: str) -> None:
@@ -107,14 +162,21 @@ def _snapshot(debate_id: int, researcher: bool) -> dict[str, object]:
     debate = Debate.objects.get(pk=debate_id)
     turns = [turn_payload(t) for t in Turn.objects.filter(debate_id=debate_id).order_by("index")]
     total = make_protocol(debate.protocol, debate.settings).total_turns()
+    status = debate.status
+    if status == Debate.Status.RUNNING and debate.lease_expires is not None and debate.lease_expires < timezone.now():
+        # Its worker stopped renewing the lease: it died or stalls. The sweep queues it again.
+        status = "delayed"
     return {
         "type": "snapshot",
         "debate": {
             "id": debate.pk,
-            "status": debate.status,
+            "status": status,
             "detail": debate.error if researcher else "",
             "rounds": debate.rounds,
             "total_turns": total,
+            # A page that hears nothing for this long asks for a snapshot, which says "delayed"
+            # when the debate's worker is gone.
+            "recheck_s": max(5, settings.ARENA_LEASE_SECONDS // 2),
         },
         "turns": turns,
     }

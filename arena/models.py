@@ -9,6 +9,8 @@ from django.conf import settings as django_settings
 from django.db import models
 from django.db.models import Q
 
+from arena import identity
+
 
 class QuestionSet(models.Model):
     name = models.CharField(max_length=200, unique=True)
@@ -31,6 +33,14 @@ class Question(models.Model):
     source_text = models.TextField()
     source_origin = models.CharField(max_length=500, blank=True)
     licence = models.CharField(max_length=100, blank=True)
+    source_hash = models.CharField(
+        max_length=64, blank=True, db_index=True, editable=False,
+        help_text="The story's identity whatever its tokenisation (arena.identity.story_hash): the split key.",
+    )
+    fingerprint = models.CharField(
+        max_length=64, blank=True, db_index=True, editable=False,
+        help_text="Story, question and answers in either order: equal for the same question in any set.",
+    )
 
     class Meta:
         constraints = [
@@ -41,6 +51,18 @@ class Question(models.Model):
 
     def __str__(self) -> str:
         return f"{self.external_id}: {self.question[:60]}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        # The identities follow the content on every save (an admin edit included).
+        self.source_hash = identity.story_hash(self.source_text)
+        self.fingerprint = identity.question_fingerprint(self.source_hash, self.question, self.answers)
+        if kwargs.get("update_fields") is not None:
+            kwargs["update_fields"] = {*kwargs["update_fields"], "source_hash", "fingerprint"}  # type: ignore[misc]
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
+
+    def content_hash(self) -> str:
+        """Everything a debate on this question depends on (see ``arena.identity.content_hash``)."""
+        return identity.content_hash(self.question, self.answers, self.correct_index, self.source_title, self.source_text)
 
 
 class Constitution(models.Model):
@@ -105,12 +127,22 @@ class Debate(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     error = models.TextField(blank=True)
     seed = models.BigIntegerField()
+    first_side = models.PositiveSmallIntegerField(
+        choices=[(0, "answers[0]"), (1, "answers[1]")],
+        default=0,
+        help_text="The answer whose debater speaks first in every round (drawn at creation; "
+        "debates created before the draw existed have 0, the order they were run in).",
+    )
     created_by = models.ForeignKey(
         django_settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    question_hash = models.CharField(
+        max_length=64, blank=True, editable=False,
+        help_text="The question's content hash when the debate was created: what its turns and verdicts refer to.",
+    )
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
@@ -128,6 +160,11 @@ class Debate(models.Model):
 
     def __str__(self) -> str:
         return f"Debate {self.pk} on {self.question.external_id}"
+
+    def save(self, *args: object, **kwargs: object) -> None:
+        if not self.question_hash and self.question_id is not None:
+            self.question_hash = self.question.content_hash()
+        super().save(*args, **kwargs)  # type: ignore[arg-type]
 
     @property
     def rounds(self) -> int:
@@ -179,6 +216,11 @@ class Turn(models.Model):
 
     def verified_quotes(self) -> int:
         return sum(1 for q in self.quotes if q.get("verified"))
+
+    @property
+    def cut(self) -> bool:
+        """The speech hit its token limit and was cut short (the backend's ``finish_reason``)."""
+        return self.finish_reason == "length"
 
 
 class Candidate(models.Model):

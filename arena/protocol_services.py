@@ -11,11 +11,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from django.db import transaction
+from django.utils import timezone
 
 from arena import services
 from arena.models import Candidate, Debate, JudgeQuestion, Revision, Turn
 
 WAITING_KEY = "waiting_for_judge"
+# When the pause began: the judge's question deadline counts from here (judging/deadlines.py).
+WAITING_SINCE_KEY = "waiting_since"
 
 
 def _locked(debate_id: int, owner: str) -> Debate | None:
@@ -154,7 +157,7 @@ def pause_for_judge(debate_id: int, owner: str, after_round: int) -> bool:
             return False
         Debate.objects.filter(pk=debate_id).update(
             status=Debate.Status.WAITING,
-            settings={**debate.settings, WAITING_KEY: after_round},
+            settings={**debate.settings, WAITING_KEY: after_round, WAITING_SINCE_KEY: timezone.now().isoformat()},
             lease_owner="",
             lease_expires=None,
         )

@@ -6,17 +6,47 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group, Permission
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 
 RESEARCHER = "researcher"
 JUDGE = "judge"
 
 
+# What researchers may do in the Django admin: view every model of the arena's apps; add and change
+# the things their work defines. Never users or groups (auth), and never delete: debates, verdicts
+# and exports refer to these rows. Profiles and constitutions a debate used are read-only there too.
+RESEARCHER_VIEW_APPS = ("arena", "debaters", "judging")
+RESEARCHER_CHANGE_MODELS = (
+    ("debaters", "debaterprofile"),
+    ("judging", "judgeprofile"),
+    ("arena", "question"),
+    ("arena", "questionset"),
+    ("arena", "constitution"),
+    ("judging", "study"),
+)
+
+
+def researcher_permissions() -> Q:
+    """The researcher group's permissions, as a filter on ``Permission`` (also used by its data migration)."""
+    allowed = Q(content_type__app_label__in=RESEARCHER_VIEW_APPS, codename__startswith="view_")
+    for app_label, model in RESEARCHER_CHANGE_MODELS:
+        allowed |= Q(
+            content_type__app_label=app_label,
+            content_type__model=model,
+            codename__in=[f"add_{model}", f"change_{model}"],
+        )
+    return allowed
+
+
 def ensure_groups() -> None:
+    """Create the roles and give researchers their admin permissions (models added later included)."""
     for name in (RESEARCHER, JUDGE):
         Group.objects.get_or_create(name=name)
+    researcher = Group.objects.get(name=RESEARCHER)
+    researcher.permissions.add(*Permission.objects.filter(researcher_permissions()))
 
 
 def _in_group(user: AbstractBaseUser | AnonymousUser, name: str) -> bool:

@@ -45,7 +45,7 @@ from arena.engine.protocol import (
 from arena.models import Debate, JudgeQuestion, Turn
 from arena.streaming import DebateStream
 from debaters.backends import get_backend
-from debaters.backends.base import BackendError, BackendSpec, Delta, Final, GenerateRequest, ModelAPI, SamplingParams
+from debaters.backends.base import BackendError, BackendSpec, Final, GenerateRequest, ModelAPI, SamplingParams
 from debaters.backends.resilient import ResilientModel, StreamInterrupted
 from debaters.cai import CAI_TEMPLATE, Principle, best_of_n, critique_and_revise, principles_from
 from debaters.prompts import (
@@ -55,13 +55,14 @@ from debaters.prompts import (
     JudgeQuestionRecord,
     SpeechRecord,
     choice_messages,
-    debater_messages,
     judge_question_messages,
     prompt_hash,
 )
 from debaters.quotes import QuoteCheck, SourceIndex, segments
 from debaters.referee import RefereeRules, check_concession, over_length, parse_rules, quote_words_of, review_turn
 from debaters.retrieval import render_excerpts, select_passages
+from debaters.speech import FREE, Speech, SpeechPlan, generate_speech, plan_speech
+from judging import deadlines
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def turn_payload(turn: Turn) -> dict[str, object]:
         "segments": segments(turn.text, checks),
         "violations": violations,
         "truncated": turn.truncated,
+        "cut": turn.cut,
         # Kept for clients of the first schema (docs/streaming.md).
         "meta": {"truncated": turn.truncated, "violations": violations},
     }
@@ -277,10 +279,8 @@ async def _keep_leases(debate_ids: list[int], owner: str) -> None:
 
 
 def _load(debate_id: int, model_factory: Callable[..., ModelAPI] | None) -> _Context:
-    from judging.models import Assignment
-
     debate = Debate.objects.select_related("question", "constitution", "debater_a", "debater_b").get(pk=debate_id)
-    protocol = make_protocol(debate.protocol, debate.settings, seed=debate.seed)
+    protocol = make_protocol(debate.protocol, debate.settings, seed=debate.seed, first_side=debate.first_side)
     settings = ProtocolSettings.from_settings(debate.settings)
     referee = parse_rules(debate.constitution.rules).with_word_limit(settings.word_limit)
     turns = {t.index: t for t in Turn.objects.filter(debate_id=debate_id)}
@@ -300,7 +300,7 @@ def _load(debate_id: int, model_factory: Callable[..., ModelAPI] | None) -> _Con
         referee=referee,
         principle_list=principles_from(debate.constitution.principles),
         questions=questions,
-        human_judges=Assignment.objects.filter(debate_id=debate_id).exists(),
+        human_judges=deadlines.expects_human_questions(debate_id),
         model_factory=model_factory,
     )
 
@@ -381,14 +381,20 @@ async def _ensure_judge_question(session: _Session, step: list[Slot], owner: str
     if after is None or after in ctx.questions:
         return
     existing = await sync_to_async(protocol_services.judge_question)(ctx.debate.pk, after)
-    if existing is None and ctx.human_judges:
+    # The judge's deadline passed (judging/deadlines.py): an AI judge asks, or the round has no question.
+    fallback = deadlines.fallback_for(ctx.debate.settings, after) if existing is None else None
+    if fallback is not None and fallback.used == "none":
+        ctx.questions[after] = ""
+        return
+    if existing is None and ctx.human_judges and fallback is None:
         if await sync_to_async(protocol_services.pause_for_judge)(ctx.debate.pk, owner, after):
+            await sync_to_async(deadlines.schedule_deadline)(ctx.debate.pk, after)
             raise _WaitForJudge(after)
         existing = await sync_to_async(protocol_services.judge_question)(ctx.debate.pk, after)
         if existing is None:
             raise _LeaseLost()
     if existing is None:
-        judge = await _judge(ctx, step[0].side)
+        judge = await _judge(ctx, step[0].side, fallback.ai_judge if fallback else None)
         text = await _ai_question(ctx, judge, after)
         existing = await sync_to_async(protocol_services.store_ai_question)(ctx.debate.pk, owner, after, text, judge.label)
         if existing is None:
@@ -399,11 +405,12 @@ async def _ensure_judge_question(session: _Session, step: list[Slot], owner: str
     )
 
 
-async def _judge(ctx: _Context, side: int) -> _Judge:
-    """The AI judge: the configured judge profile, else the model of the debater arguing ``side``."""
-    if ctx.judge is not None:
+async def _judge(ctx: _Context, side: int, profile_name: str | None = None) -> _Judge:
+    """The AI judge: ``profile_name`` (a study's questioner), else the configured judge profile,
+    else the model of the debater arguing ``side``."""
+    if ctx.judge is not None and profile_name is None:
         return ctx.judge
-    name = ctx.settings.judge_profile
+    name = profile_name or ctx.settings.judge_profile
     if name:
         from judging.models import JudgeProfile
 
@@ -411,8 +418,10 @@ async def _judge(ctx: _Context, side: int) -> _Judge:
         if profile is None:
             raise ProtocolError(f"judge profile {name!r} does not exist")
         spec = BackendSpec(backend=profile.backend, model=profile.model, options=dict(profile.options or {}))
-        ctx.judge = _Judge(_resilient(spec, ctx.model_factory), profile.label)
-        return ctx.judge
+        judge = _Judge(_resilient(spec, ctx.model_factory), profile.label)
+        if profile_name is None:
+            ctx.judge = judge
+        return judge
     model = ctx.model(side)
     return _Judge(model, f"{ctx.model_names[side]} (the debater's own model)")
 
@@ -477,33 +486,37 @@ async def _speak(ctx: _Context, slot: Slot, owner: str, stream: DebateStream) ->
         source_title=question.source_title,
         whole_source=ctx.limits.context_tokens is None,
         protocol=ctx.protocol.name,
-        judge_questions=tuple(JudgeQuestionRecord(r, t) for r, t in sorted(ctx.questions.items()) if r < slot.round),
+        judge_questions=tuple(JudgeQuestionRecord(r, t) for r, t in sorted(ctx.questions.items()) if r < slot.round and t),
         quote_budget=ctx.referee.quote_budget_per_speech,
         chose_answer=ctx.protocol.open_choice and slot.side == _protagonist_side(ctx),
     )
-    messages = debater_messages(ctx.preamble, ctx.principles, view)
+    n = ctx.settings.best_of_n[slot.side]
+    k = ctx.settings.critique_rounds[slot.side]
+    # Best-of-N and critique-and-revision sample and rewrite whole speeches: they use the free style.
+    style = profile.speech_style if n == 1 and k == 0 else FREE  # type: ignore[attr-defined]
+    plan = plan_speech(style, ctx.preamble, ctx.principles, view, question.source_text)
+    messages = list(plan.messages)
     profile_max = int((profile.sampling or {}).get("max_tokens", ctx.limits.max_tokens))  # type: ignore[attr-defined]
     params = profile.sampling_params().replace(  # type: ignore[attr-defined]
         max_tokens=min(ctx.limits.max_tokens, profile_max), seed=ctx.debate.seed * 100 + slot.index
     )
     request = GenerateRequest(messages=tuple(messages), params=params)
-    n = ctx.settings.best_of_n[slot.side]
-    k = ctx.settings.critique_rounds[slot.side]
-    meta: dict[str, object] = {"attempts": 1, "prompt_version": PROMPT_VERSION}
+    meta: dict[str, object] = {"attempts": 1, "prompt_version": PROMPT_VERSION, "speech_style": plan.style}
     revisions: list[protocol_services.RevisionRecord] = []
     candidates: list[protocol_services.CandidateRecord] = []
     await stream.start_turn(slot.index, slot.round, slot.side)
     started = timezone.now()
     if n == 1 and k == 0:
-        final = await _stream_generation(model, request, stream, slot)
+        speech = await _stream_speech(model, plan, params, stream, slot)
         regenerations = 0
-        while ctx.referee.over_length == "regenerate" and over_length(final.text, ctx.referee) and regenerations < MAX_REGENERATIONS:
+        while ctx.referee.over_length == "regenerate" and over_length(speech.text, ctx.referee) and regenerations < MAX_REGENERATIONS:
             regenerations += 1
             await stream.reset_turn(slot.index, "over the length limit: generating the speech again")
-            retry = GenerateRequest(request.messages, params.replace(seed=(params.seed or 0) * 10 + regenerations))
-            final = await _stream_generation(model, retry, stream, slot)
+            speech = await _stream_speech(model, plan, params.replace(seed=(params.seed or 0) * 10 + regenerations), stream, slot)
         if regenerations:
             meta["regenerations"] = regenerations
+        meta.update(speech.meta)
+        final = speech.final
         text, completion_tokens, streamed = final.text, final.completion_tokens, True
     else:
         text, completion_tokens, final = await _crafted_speech(ctx, slot, model, request, messages, n, k, revisions, candidates, meta)
@@ -565,23 +578,29 @@ def _protagonist_side(ctx: _Context) -> int | None:
     return side if side in (0, 1) else None
 
 
-async def _stream_generation(model: ModelAPI, request: GenerateRequest, stream: DebateStream, slot: Slot) -> Final:
-    final: Final | None = None
+async def _stream_speech(model: ModelAPI, plan: SpeechPlan, params: SamplingParams, stream: DebateStream, slot: Slot) -> Speech:
+    """Generate one speech from ``plan`` (``debaters.speech``), streaming it to the judges.
+
+    A structured speech never takes back what it streamed; a free speech cut at the token limit is
+    replaced by its text up to the last whole sentence (``turn_reset``, then the kept text).
+    """
+
+    async def push(text: str) -> None:
+        await stream.push(slot.index, text)
+
+    async def reset(text: str, reason: str) -> None:
+        await stream.reset_turn(slot.index, reason)
+        await stream.push(slot.index, text)
+
     for attempt in range(1, MAX_TURN_ATTEMPTS + 1):
         try:
-            async for item in model.generate(request):
-                if isinstance(item, Delta):
-                    await stream.push(slot.index, item.text)
-                else:
-                    final = item
-            break
+            return await generate_speech(model, plan, params, on_delta=push, on_reset=reset)
         except StreamInterrupted as exc:
             # Text already went to the judges: retract it before generating the turn again.
             await stream.reset_turn(slot.index, f"stream interrupted ({exc.message}); regenerating")
             if attempt == MAX_TURN_ATTEMPTS:
                 raise
-    assert final is not None
-    return final
+    raise AssertionError("unreachable")
 
 
 async def _crafted_speech(

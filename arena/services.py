@@ -14,11 +14,15 @@ from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from arena import dispatch
 from arena.constitution import default_constitution
-from arena.engine.protocol import Limits, make_protocol
+from arena.engine.protocol import Limits, draw_first_side, make_protocol
 from arena.models import Constitution, Debate, Question, Turn
 from debaters.models import DebaterProfile
 from judging.models import Assignment
+
+# The Celery task that runs a debate (arena/tasks.py), queued by name: see arena/dispatch.py.
+RUN_DEBATE_TASK = "arena.tasks.run_debate_task"
 
 
 def create_debate(
@@ -34,8 +38,14 @@ def create_debate(
     seed: int | None = None,
     enqueue: bool = True,
 ) -> Debate:
-    """Create a debate with its judge assignments and queue it to Celery once committed."""
+    """Create a debate with its judge assignments and queue it to Celery once committed.
+
+    The seed is drawn when not given, and the answer whose debater speaks first in every round
+    (``first_side``) is drawn from the seed (:func:`~arena.engine.protocol.draw_first_side`), so the
+    speaking order does not reveal which answer is stored first.
+    """
     make_protocol(protocol, limits.to_settings())
+    seed = seed if seed is not None else secrets.randbelow(2**31)
     with transaction.atomic():
         debate = Debate.objects.create(
             question=question,
@@ -44,7 +54,8 @@ def create_debate(
             constitution=constitution or default_constitution(),
             debater_a=debater_a,
             debater_b=debater_b,
-            seed=seed if seed is not None else secrets.randbelow(2**31),
+            seed=seed,
+            first_side=draw_first_side(seed),
             created_by=created_by,
         )
         for judge in judges:
@@ -55,9 +66,8 @@ def create_debate(
 
 
 def enqueue_debate(debate_id: int) -> None:
-    from arena.tasks import run_debate_task
-
-    run_debate_task.delay(debate_id)
+    """Queue the debate for a worker (:data:`RUN_DEBATE_TASK`)."""
+    dispatch.enqueue(RUN_DEBATE_TASK, debate_id)
 
 
 def assign_judge(debate: Debate, judge: AbstractBaseUser, rng: random.Random | None = None) -> Assignment:

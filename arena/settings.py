@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "arena.ratelimit.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -94,9 +95,23 @@ EMBEDDED_REDIS = not _redis_url
 EMBEDDED_REDIS_PORT = envint("ARENA_EMBEDDED_REDIS_PORT", "6390")
 REDIS_URL = _redis_url or f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0"
 
+# "pubsub" (default): one PUBLISH per message and one subscriber connection per web process, which
+# fans out to its own sockets in memory. "core": channels-redis' list layer, what the app used
+# before: a copy per message in Redis, a capacity per channel that drops messages when a process
+# falls behind, and a pooled connection per group_add (redis-py 8 caps a pool at 100, so 1,000
+# spectators connecting at once failed with MaxConnectionsError). docs/streaming.md has the figures.
+ARENA_CHANNEL_LAYER = env("ARENA_CHANNEL_LAYER", "pubsub")
+_CHANNEL_BACKENDS = {
+    "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
+    "core": "channels_redis.core.RedisChannelLayer",
+}
+if ARENA_CHANNEL_LAYER not in _CHANNEL_BACKENDS:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ARENA_CHANNEL_LAYER must be pubsub or core, not {ARENA_CHANNEL_LAYER!r}")
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": _CHANNEL_BACKENDS[ARENA_CHANNEL_LAYER],
         "CONFIG": {
             # redis-py 8 times socket reads out after 5 s by default, the same 5 s that
             # channels-redis blocks in BZPOPMIN: an idle page would lose its consumer. Read longer.
@@ -105,6 +120,36 @@ CHANNEL_LAYERS = {
         },
     }
 }
+# Connections of a web process's own Redis client (snapshots read the in-flight text): callers wait
+# for a free one instead of failing when a crowd connects at once.
+ARENA_REDIS_MAX_CONNECTIONS = envint("ARENA_REDIS_MAX_CONNECTIONS", "50")
+
+# Abuse limits (arena/ratelimit.py; every one documented in .env.example). Counters live in Redis,
+# shared by every web process, under their own cache alias so nothing else evicts them.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "limits": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": f"{env('ARENA_CHANNEL_PREFIX', 'arena')}:limits",
+    },
+}
+ARENA_LOGIN_FAILURES = envint("ARENA_LOGIN_FAILURES", "5")
+ARENA_LOGIN_WINDOW_S = envint("ARENA_LOGIN_WINDOW_S", "900")
+ARENA_LOGIN_LOCKOUT_S = envint("ARENA_LOGIN_LOCKOUT_S", "300")
+ARENA_LOGIN_IP_FAILURES = envint("ARENA_LOGIN_IP_FAILURES", "50")
+ARENA_POST_LIMITS = {
+    "verdict": envint("ARENA_VERDICT_POSTS_PER_MINUTE", "20"),
+    "question": envint("ARENA_QUESTION_POSTS_PER_MINUTE", "10"),
+    "invitation": envint("ARENA_INVITATION_POSTS_PER_MINUTE", "30"),
+}
+ARENA_WS_FRAMES_PER_MINUTE = envint("ARENA_WS_FRAMES_PER_MINUTE", "60")
+ARENA_WS_SNAPSHOTS_PER_MINUTE = envint("ARENA_WS_SNAPSHOTS_PER_MINUTE", "12")
+ARENA_WS_SOCKETS_PER_SESSION = envint("ARENA_WS_SOCKETS_PER_SESSION", "20")
+# Seconds Daphne (under `serve`) gives a WebSocket handshake. Its default, 5 s, refused most of a
+# thousand spectators arriving together on two cores: each handshake reads the session, the access
+# rights and a snapshot, and they queue for the one thread the ORM runs on.
+ARENA_WS_CONNECT_TIMEOUT_S = envint("ARENA_WS_CONNECT_TIMEOUT_S", "60")
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
@@ -116,15 +161,27 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # lease (ARENA_LEASE_SECONDS) so a redelivery while the first worker still runs does nothing.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": envint("CELERY_VISIBILITY_TIMEOUT", "3600")}
 CELERY_TASK_ALWAYS_EAGER = False
+# The Redis transport keeps a list per priority step and a worker takes from the lowest number
+# first. Work is queued at 5; work taken back from a dead worker (arena/sweep.py) at 0, so that a
+# crash does not send the debates it was running behind every debate that has not started yet.
+CELERY_TASK_DEFAULT_PRIORITY = 5
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_QUEUE", "arena")
 
 ARENA_LEASE_SECONDS = envint("ARENA_LEASE_SECONDS", "120")
+# Every worker looks this often (and once at its start) for debates and tournament chunks whose
+# worker died and queues them again (arena/sweep.py); 0 turns the sweep off.
+ARENA_SWEEP_SECONDS = envint("ARENA_SWEEP_SECONDS", "10")
 ARENA_STREAM_FLUSH_MS = envint("ARENA_STREAM_FLUSH_MS", "50")
+# Human judging (docs/judging.md): how long a judge holds a study debate, how long a judge of an
+# interactive debate has to ask a question, how long an invitation link stays valid.
+ARENA_JUDGE_LEASE_SECONDS = envint("ARENA_JUDGE_LEASE_SECONDS", "3600")
+ARENA_JUDGE_QUESTION_SECONDS = envint("ARENA_JUDGE_QUESTION_SECONDS", "300")
+ARENA_INVITATION_DAYS = envint("ARENA_INVITATION_DAYS", "14")
 ARENA_DEFAULT_BACKEND = env("ARENA_DEFAULT_BACKEND", "transformers")
 ARENA_DEFAULT_MODEL = env("ARENA_DEFAULT_MODEL", "embedded")
 ARENA_DEFAULT_DEVICE = env("ARENA_DEFAULT_DEVICE", "cpu")
 ARENA_DEFAULT_MAX_TOKENS = envint("ARENA_DEFAULT_MAX_TOKENS", "160")
-ARENA_DEFAULT_CONTEXT_TOKENS = envint("ARENA_DEFAULT_CONTEXT_TOKENS", "1500")
+ARENA_DEFAULT_CONTEXT_TOKENS = envint("ARENA_DEFAULT_CONTEXT_TOKENS", "700")
 ARENA_DEFAULT_TEMPERATURE = envfloat("ARENA_DEFAULT_TEMPERATURE", "0.7")
 ARENA_EXPORT_DIR = Path(env("ARENA_EXPORT_DIR", str(DATA_DIR / "exports")))
 ARENA_EXPORT_KEY = env("ARENA_EXPORT_KEY", SECRET_KEY)

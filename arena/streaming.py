@@ -37,7 +37,12 @@ def redis_client() -> aioredis.Redis:
     loop_id = id(asyncio.get_running_loop())
     client = _redis_clients.get(loop_id)
     if client is None:
-        client = aioredis.from_url(settings.REDIS_URL)
+        # Blocking: when a crowd connects at once, a snapshot waits for a free connection instead of
+        # failing with MaxConnectionsError (redis-py 8's default pool refuses its 101st connection).
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.REDIS_URL, max_connections=settings.ARENA_REDIS_MAX_CONNECTIONS, timeout=30
+        )
+        client = aioredis.Redis(connection_pool=pool)
         _redis_clients[loop_id] = client
     return client
 
@@ -46,6 +51,12 @@ async def read_inflight(debate_id: int) -> dict[int, dict[str, object]]:
     """Turn index → {seq, text, round, side} for the turns being generated right now."""
     raw = await redis_client().hgetall(inflight_key(debate_id))
     return {int(k): json.loads(v) for k, v in raw.items()}
+
+
+def group_message(event: Mapping[str, object]) -> dict[str, str]:
+    """The channel-group message for one event: serialised here once, not by every socket. A
+    researcher's socket forwards ``json`` as it is; a judge's relabels it (arena.consumers)."""
+    return {"type": "debate.event", "json": json.dumps(event)}
 
 
 class DebateStream:
@@ -59,7 +70,7 @@ class DebateStream:
         self.messages_sent = 0
 
     async def send(self, event: Mapping[str, object]) -> None:
-        await self.layer.group_send(group_name(self.debate_id), {"type": "debate.event", "event": dict(event)})
+        await self.layer.group_send(group_name(self.debate_id), group_message(event))
         self.messages_sent += 1
 
     async def start_turn(self, turn: int, round_: int, side: int) -> None:

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
+import threading
+import time
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import celeryd_after_setup, worker_ready
+from django.conf import settings
+from django.db import close_old_connections
 
-from arena import worker_loop
+from arena import sweep, worker_loop
+from arena.models import Tournament
+from arena.runner import run_debate
+from arena.services import orphaned_debates
+from arena.streaming import DebateStream
+from arena.tournament_tasks import queue_chunks
+from judging import deadlines, studies
 
 log = logging.getLogger(__name__)
+
+# Ahead of everything queued at the default priority (CELERY_TASK_DEFAULT_PRIORITY, see settings).
+RESUMED_PRIORITY = 0
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_debate_task(self, debate_id: int) -> str:  # type: ignore[no-untyped-def]
-    from arena.runner import run_debate
-
-    owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    owner = sweep.lease_owner()
     outcome = worker_loop.run(run_debate(debate_id, owner))
     if outcome.retry_after is not None:
         # Another worker holds a live lease (a duplicate delivery, or a worker that just died):
@@ -31,11 +39,67 @@ def run_debate_task(self, debate_id: int) -> str:  # type: ignore[no-untyped-def
 @worker_ready.connect
 def _resume_orphans(**_: object) -> None:
     """Queue debates left behind by a stopped stack (the embedded Redis keeps no queue on disk)."""
-    from arena.services import orphaned_debates
-
     for debate_id in orphaned_debates():
         log.info("resuming debate %s", debate_id)
         run_debate_task.delay(debate_id)
+
+
+def sweep_expired_leases() -> sweep.Requeued:
+    """Queue again every debate and tournament chunk whose worker died (see arena/sweep.py)."""
+    found = sweep.requeue_expired()
+    # Human judging: interactive questions past their deadline, and judges' expired study leases.
+    deadlines.expire_due_questions()
+    studies.release_expired()
+    for debate_id in found.all_ids:
+        # Before queueing, so that the new worker's "running" comes after it: pages show the debate
+        # as delayed until a worker has claimed it again. Only a notice: queueing must happen anyway.
+        try:
+            worker_loop.run(DebateStream(debate_id).status("delayed", "its worker stopped; another one takes it over"), 10)
+        except Exception:  # noqa: BLE001
+            log.warning("debate %s: could not tell its pages it is delayed", debate_id, exc_info=True)
+    for debate_id in found.debates:
+        log.warning("debate %s: its worker's lease expired; queued again", debate_id)
+        run_debate_task.apply_async((debate_id,), priority=RESUMED_PRIORITY)
+    for tournament_id, debate_ids in found.tournament_debates.items():
+        tournament = Tournament.objects.filter(pk=tournament_id).first()
+        if tournament is not None:
+            log.warning("tournament %s: leases of %d debate(s) expired; queued again", tournament_id, len(debate_ids))
+            queue_chunks(tournament, debate_ids, priority=RESUMED_PRIORITY)
+    return found
+
+
+def _sweep_forever(interval_s: float) -> None:
+    while True:
+        time.sleep(interval_s)
+        try:
+            sweep_expired_leases()
+        except Exception:  # noqa: BLE001 - the database or Redis restarting: try again next time
+            log.exception("lease sweep failed")
+        finally:
+            close_old_connections()
+
+
+@celeryd_after_setup.connect
+def _sweep_before_consuming(**_: object) -> None:
+    """A worker restarted after a crash takes back its predecessor's debates (a process of this host
+    that is gone) before it fetches any task, so they go first instead of behind queued work."""
+    if settings.ARENA_SWEEP_SECONDS <= 0:
+        return
+    try:
+        sweep_expired_leases()
+    except Exception:  # noqa: BLE001 - the periodic sweep tries again
+        log.exception("lease sweep at start-up failed")
+    finally:
+        close_old_connections()
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    """Every worker sweeps; the conditional UPDATE in arena/sweep.py gives each debate to one of them."""
+    if settings.ARENA_SWEEP_SECONDS > 0:
+        threading.Thread(
+            target=_sweep_forever, args=(settings.ARENA_SWEEP_SECONDS,), name="arena-lease-sweep", daemon=True
+        ).start()
 
 
 from arena.tournament_tasks import *  # noqa: F401,F403

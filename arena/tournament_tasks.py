@@ -15,33 +15,30 @@ a broker that lost its queue (the embedded Redis keeps none on disk).
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import uuid
 
 from celery import shared_task
 from celery.signals import worker_ready
 
-from arena import worker_loop
+from arena import tournaments, worker_loop
+from arena.sweep import lease_owner
+from arena.models import Tournament
+from debaters.backends.base import BackendError
 
 log = logging.getLogger(__name__)
 
 # A judge backend that is down: every 30 s for ten minutes, then the chunk task gives up.
 MAX_CHUNK_RETRIES = 20
 
-__all__ = ["dispatch_tournament_task", "run_tournament_chunk_task"]
+__all__ = ["dispatch_tournament_task", "queue_chunks", "run_tournament_chunk_task"]
 
 
 def _owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    return lease_owner()
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def dispatch_tournament_task(tournament_id: int) -> int:
     """Queue one chunk task per ``chunk_size`` debates with work left; returns how many were queued."""
-    from arena import tournaments
-    from arena.models import Tournament
-
     tournament = Tournament.objects.filter(pk=tournament_id).first()
     if tournament is None or tournament.status != Tournament.Status.RUNNING:
         return 0
@@ -50,20 +47,24 @@ def dispatch_tournament_task(tournament_id: int) -> int:
     if not remaining:
         tournaments.maybe_finish(tournament_id)
         return 0
+    parts = queue_chunks(tournament, remaining)
+    log.info("tournament %s: queued %d chunk(s) for %d debate(s)", tournament_id, parts, len(remaining))
+    return parts
+
+
+def queue_chunks(tournament: Tournament, debate_ids: list[int], priority: int | None = None) -> int:
+    """Queue ``debate_ids`` as chunk tasks of the tournament's ``chunk_size``; returns how many.
+    ``priority``: the broker's (lower goes first; None keeps the settings' default)."""
     size = int((tournament.config or {}).get("chunk_size", tournaments.DEFAULT_CHUNK))
-    parts = tournaments.chunks(remaining, size)
+    parts = tournaments.chunks(debate_ids, size)
     for ids in parts:
-        run_tournament_chunk_task.delay(tournament_id, ids)
-    log.info("tournament %s: queued %d chunk(s) for %d debate(s)", tournament_id, len(parts), len(remaining))
+        run_tournament_chunk_task.apply_async((tournament.pk, ids), priority=priority)
     return len(parts)
 
 
 @shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
 def run_tournament_chunk_task(self, tournament_id: int, debate_ids: list[int]) -> str:  # type: ignore[no-untyped-def]
     """Run and judge one chunk of a tournament's debates (see :func:`arena.tournaments.run_chunk`)."""
-    from arena import tournaments
-    from debaters.backends.base import BackendError
-
     try:
         result = worker_loop.run(tournaments.run_chunk(tournament_id, debate_ids, _owner()))
     except BackendError as exc:
@@ -93,8 +94,6 @@ def run_tournament_chunk_task(self, tournament_id: int, debate_ids: list[int]) -
 @worker_ready.connect
 def _resume_tournaments(**_: object) -> None:
     """Re-dispatch running tournaments: after a crash the broker may have lost their chunk tasks."""
-    from arena.models import Tournament
-
     for tournament_id in Tournament.objects.filter(status=Tournament.Status.RUNNING).values_list("pk", flat=True):
         log.info("resuming tournament %s", tournament_id)
         dispatch_tournament_task.delay(tournament_id)

@@ -3,6 +3,10 @@ pause, resume or cancel it. Views validate and call :mod:`arena.tournaments`; no
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
+import yaml
 from django import forms
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
@@ -13,7 +17,7 @@ from django.views.decorators.http import require_GET, require_POST
 from arena import tournaments
 from arena.engine.protocol import PROTOCOLS
 from arena.importing import ensure_sample_set
-from arena.models import QuestionSet, Tournament
+from arena.models import Constitution, QuestionSet, Tournament
 from arena.roles import researcher_required
 from arena.tournaments import TournamentConfigError, TournamentStateError
 from debaters.models import DebaterProfile
@@ -22,6 +26,7 @@ from judging.ai_verdicts import default_judge_profile
 from judging.models import JudgeProfile
 
 MAX_YAML = 20_000
+DEBATES_PAGE = 50
 
 
 class TournamentForm(forms.Form):
@@ -35,7 +40,16 @@ class TournamentForm(forms.Form):
     )
     name = forms.CharField(required=False, max_length=200)
     question_set = forms.ModelChoiceField(queryset=QuestionSet.objects.order_by("name"), required=False)
+    question_ids = forms.CharField(
+        required=False, max_length=MAX_YAML, widget=forms.Textarea(attrs={"rows": 2}),
+        label="Question ids (one per line or comma-separated; empty: the whole set)",
+    )
+    question_match = forms.CharField(required=False, max_length=200, label="Only questions containing")
     question_limit = forms.IntegerField(min_value=1, required=False, label="Questions (first N; empty for all)")
+    constitution = forms.ModelChoiceField(
+        queryset=Constitution.objects.order_by("name", "-version"), required=False,
+        label="Constitution version (empty: the default)",
+    )
     debaters = forms.ModelMultipleChoiceField(
         queryset=DebaterProfile.objects.exclude(backend=tournaments.IMPORTED_BACKEND).order_by("name"), required=False
     )
@@ -60,6 +74,11 @@ class TournamentForm(forms.Form):
         if (data.get("definition") or "").strip():
             return tournaments.parse_yaml(data["definition"])
         questions: dict[str, object] = {"set": data["question_set"].name if data.get("question_set") else ""}
+        ids = [i for i in re.split(r"[\s,]+", data.get("question_ids") or "") if i]
+        if ids:
+            questions["ids"] = ids
+        if (data.get("question_match") or "").strip():
+            questions["match"] = data["question_match"].strip()
         if data.get("question_limit"):
             questions["limit"] = data["question_limit"]
         limits: dict[str, object] = {
@@ -76,7 +95,46 @@ class TournamentForm(forms.Form):
             "seed": data.get("seed") if data.get("seed") is not None else 0,
             "chunk_size": data.get("chunk_size") or tournaments.DEFAULT_CHUNK,
             "self_play": bool(data.get("self_play")),
+            **({"constitution": data["constitution"].label} if data.get("constitution") else {}),
         }
+
+    def uses_fields(self) -> bool:
+        """Whether the definition comes from the form's fields (no YAML was pasted)."""
+        return not (self.cleaned_data.get("definition") or "").strip()
+
+
+# Problems are worded for YAML; a definition from the form's fields names the field instead.
+FIELD_WORDS = {
+    "(or set self_play: true)": '(or tick "Self-play too")',
+    "questions.limit": '"Questions (first N)"',
+    "questions.match": '"Only questions containing"',
+    "questions.set must name a question set": "choose a question set",
+}
+
+
+def for_form(problems: list[str]) -> list[str]:
+    """The validation problems in the form's words (its labels, not YAML keys)."""
+    out = []
+    for problem in problems:
+        for yaml_words, field_words in FIELD_WORDS.items():
+            problem = problem.replace(yaml_words, field_words)
+        out.append(problem)
+    return out
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a definition would create, shown before anything is created."""
+
+    debates: int
+    ai_verdicts: int
+    questions: int
+    judges: int
+
+
+def preview(spec: tournaments.TournamentSpec) -> Preview:
+    debates = len(tournaments.plan(spec))
+    return Preview(debates, debates * len(spec.judges), len(spec.questions), len(spec.judges))
 
 
 @researcher_required
@@ -86,24 +144,31 @@ def tournament_list(request: HttpRequest) -> HttpResponse:
     default_profile()
     default_judge_profile()
     problems: list[str] = []
+    planned: Preview | None = None
     if request.method == "POST":
         form = TournamentForm(request.POST)
         if form.is_valid():
             try:
                 spec = tournaments.validate(form.definition_dict())
             except TournamentConfigError as exc:
-                problems = exc.problems
+                problems = for_form(exc.problems) if form.uses_fields() else exc.problems
             else:
-                tournament = tournaments.create_tournament(spec, created_by=request.user)  # type: ignore[arg-type]
-                tournaments.start(tournament.pk)
-                return HttpResponseRedirect(reverse("tournament_detail", args=[tournament.pk]))
+                if "preview" in request.POST:
+                    # Count only: nothing is created until "Create and start".
+                    planned = preview(spec)
+                else:
+                    tournament = tournaments.create_tournament(spec, created_by=request.user)  # type: ignore[arg-type]
+                    tournaments.start(tournament.pk)
+                    return HttpResponseRedirect(reverse("tournament_detail", args=[tournament.pk]))
     else:
         form = TournamentForm(
             initial={"question_set": sample, "question_limit": 2, "judges": [default_judge_profile()]}
         )
     page = Paginator(Tournament.objects.order_by("-created_at"), 25).get_page(request.GET.get("page"))
     rows = [(t, tournaments.progress(t)) for t in page]
-    return render(request, "arena/tournaments.html", {"form": form, "problems": problems, "page": page, "rows": rows})
+    return render(
+        request, "arena/tournaments.html", {"form": form, "problems": problems, "preview": planned, "page": page, "rows": rows}
+    )
 
 
 @researcher_required
@@ -111,7 +176,7 @@ def tournament_detail(request: HttpRequest, tournament_id: int) -> HttpResponse:
     tournament = get_object_or_404(Tournament, pk=tournament_id)
     progress = tournaments.progress(tournament)
     debates = Paginator(
-        tournament.debates.select_related("question", "debater_a", "debater_b").order_by("pk"), 50
+        tournament.debates.select_related("question", "debater_a", "debater_b").order_by("pk"), DEBATES_PAGE
     ).get_page(request.GET.get("page"))
     return render(
         request,
@@ -120,7 +185,10 @@ def tournament_detail(request: HttpRequest, tournament_id: int) -> HttpResponse:
             "tournament": tournament,
             "progress": progress,
             "debates": debates,
-            "client_config": {"progressUrl": reverse("tournament_progress", args=[tournament.pk])},
+            "definition_yaml": yaml.safe_dump(tournament.config or {}, sort_keys=False, allow_unicode=True, width=100),
+            "client_config": {
+                "progressUrl": reverse("tournament_progress", args=[tournament.pk]) + f"?page={debates.number}",
+            },
         },
     )
 
@@ -129,7 +197,14 @@ def tournament_detail(request: HttpRequest, tournament_id: int) -> HttpResponse:
 @researcher_required
 def tournament_progress(request: HttpRequest, tournament_id: int) -> JsonResponse:
     tournament = get_object_or_404(Tournament, pk=tournament_id)
-    return JsonResponse({"id": tournament.pk, "error": tournament.error, **tournaments.progress(tournament).as_dict()})
+    # The statuses of the debates on the page the researcher looks at (?page=N), so its table stays live.
+    page = Paginator(tournament.debates.order_by("pk").only("pk", "status"), DEBATES_PAGE).get_page(request.GET.get("page"))
+    return JsonResponse({
+        "id": tournament.pk,
+        "error": tournament.error,
+        **tournaments.progress(tournament).as_dict(),
+        "debates": {str(d.pk): d.status for d in page},
+    })
 
 
 def _control(action: str):  # type: ignore[no-untyped-def]

@@ -20,10 +20,19 @@ weights (throughput does not depend on the weights; the text is gibberish, and i
 built in, and a byte-level BPE tokenizer is trained on the bundled stories in a few seconds. So it
 runs offline on a bare machine.
 
+Parts. (1) The ``transformers`` backend needs nothing but the project's own environment with a CUDA
+build of torch: no vLLM, no internet, no downloaded weights. (2) The ``vllm`` backend runs when vLLM
+is importable, which it is only in its own environment (vLLM pins its own torch and transformers;
+docs/serving.md): run the script a second time from there with ``--backends vllm``. The output ends
+with a ``parts:`` list saying which parts ran, which were skipped and for lack of what, and which
+failed and with what error (a failed part does not stop the next; the exit status is then 1). The
+``--json`` file carries the same list.
+
 Examples::
 
     python bench/gpu_check.py                          # CUDA, 16 debates x 2 rounds, 64 tokens a turn
     python bench/gpu_check.py --debates 32 --max-tokens 128
+    .venv-vllm/bin/python bench/gpu_check.py --backends vllm   # the offline vLLM engine, in its environment
     python bench/gpu_check.py --device cpu --debates 2 --max-tokens 8 --random-weights --layers 2
 
 Why the runner and not a replica of it: the figure a GPU owner wants is what the product gets,
@@ -387,7 +396,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--random-weights", action="store_true", help="use random weights even when the embedded model is available")
     parser.add_argument("--no-local-files", action="store_true", help="read nothing of the embedded model: built-in dimensions, a tokenizer trained on the bundled stories")
     parser.add_argument("--layers", type=int, default=None, help="random weights only: number of layers (default: the model's 30)")
-    parser.add_argument("--backends", default="transformers,vllm", help="comma-separated; vllm is skipped when not importable or not on CUDA")
+    parser.add_argument(
+        "--backends", default="transformers,vllm",
+        help="comma-separated parts to run; vllm is skipped (and says why) when not importable or not on CUDA",
+    )
     parser.add_argument("--vllm-gpu-memory-utilization", type=float, default=0.5, help="vllm backend: fraction of GPU memory for weights and KV cache")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (database, model) and print its path")
@@ -413,9 +425,99 @@ def _check_device(device: str) -> str:
     return f"CPU ({os.cpu_count()} cores), torch {torch.__version__}"
 
 
-def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> dict[str, object]:
+@dataclass
+class Part:
+    """One part of the check: whether it ran, was skipped or failed, and why."""
+
+    name: str
+    status: str = "ran"  # "ran", "skipped" or "failed"
+    reason: str = ""
+
+
+def _vllm_skip_reason(args: argparse.Namespace) -> str | None:
+    """Why the vllm part cannot run here, or None."""
+    if "vllm" not in args.backends:
+        return "not asked for (--backends)"
+    if importlib.util.find_spec("vllm") is None:
+        return (
+            "vllm: not importable here. Install vLLM in its own environment (pip install 'debate-arena[vllm]', "
+            "docs/serving.md) and run `.venv-vllm/bin/python bench/gpu_check.py --backends vllm` there"
+        )
+    if not args.device.startswith("cuda"):
+        return "vllm: needs CUDA; skipped on the CPU"
+    return None
+
+
+def _transformers_part(
+    args: argparse.Namespace, folder: str, dtype: str, figures: dict[str, Figure], extra: dict[str, object]
+) -> list[list[list[dict[str, str]]]]:
+    """The transformers backend: batch runner, its own generate_batch and raw model.generate on the same prompts."""
+    from arena import worker_loop
+    from debaters.backends import backend_class, get_backend
+
+    options: dict[str, object] = {"device": args.device, "dtype": dtype, "max_batch_size": max(16, 2 * args.debates)}
+    profile = make_profile("gpu-check-transformers", "transformers", folder, options, args.context_tokens)
+    api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
+    worker_loop.run(api.wait_ready())
+    # Warm-up (allocator, kernels): a small run that is not timed, on other questions, so that
+    # the timed run finds none of its prompts in the backend's prefix cache.
+    warm_ids = create_debates(profile, min(2, args.debates), args, from_end=True)
+    _, warm_rounds = run_runner(warm_ids, "warm-up")
+    figures["transformers/runner"], replay_rounds = run_runner(create_debates(profile, args.debates, args), "transformers")
+    worker_loop.run(api.aclose())
+    # The replay gets a backend of its own: the runner's one has these very prompts cached.
+    replay_api = backend_class("transformers")(profile.backend_spec())  # type: ignore[attr-defined]
+    worker_loop.run(replay_api.wait_ready())
+    replay_backend(replay_api, warm_rounds[:1], 4, "warm-up")
+    figures["transformers/generate_batch"] = replay_backend(replay_api, replay_rounds, args.max_tokens, "transformers")
+    worker_loop.run(replay_api.aclose())
+    raw = RawGenerate(folder, args.device, dtype)
+    raw.run(replay_rounds[:1], 4)  # warm-up
+    raw_figure = raw.run(replay_rounds, args.max_tokens)
+    raw_figure.name = "transformers: raw model.generate (one batch a round)"
+    figures["transformers/raw"] = raw_figure
+    same = sum(a == b for a, b in zip(figures["transformers/generate_batch"].texts, raw_figure.texts))
+    extra["generate_batch_equals_raw"] = f"{same}/{len(raw_figure.texts)}"
+    raw.close()
+    return replay_rounds
+
+
+def _vllm_part(
+    args: argparse.Namespace,
+    folder: str,
+    dtype: str,
+    replay_rounds: list[list[list[dict[str, str]]]],
+    figures: dict[str, Figure],
+    extra: dict[str, object],
+) -> None:
+    """The vllm backend (offline engine): batch runner, then one LLM.chat a round on the same prompts."""
+    from arena import worker_loop
     from debaters.backends import get_backend
 
+    # vLLM caches prefixes too; off here, because the replay sends the runner's own prompts
+    # to the same engine and would find them cached (two engines do not fit on one GPU).
+    options: dict[str, object] = {
+        "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
+        "dtype": dtype,
+        "engine_args": {"enable_prefix_caching": False},
+    }
+    profile = make_profile("gpu-check-vllm", "vllm", folder, options, args.context_tokens)
+    api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
+    worker_loop.run(api.wait_ready())
+    extra["vllm_multiproc_method"] = os.environ.get("VLLM_WORKER_MULTIPROC_METHOD")
+    try:
+        run_runner(create_debates(profile, min(2, args.debates), args, from_end=True), "warm-up")
+        figures["vllm/runner"], vllm_rounds = run_runner(create_debates(profile, args.debates, args), "vllm")
+        replay = replay_backend(api, replay_rounds or vllm_rounds, args.max_tokens, "vllm")
+        replay.name = "vllm: backend generate_batch (one LLM.chat a round)"
+        figures["vllm/generate_batch"] = replay
+        extra["vllm_chat_batch_sizes"] = api.batch_sizes  # type: ignore[attr-defined]
+    finally:
+        worker_loop.run(api.aclose())
+
+
+def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> dict[str, object]:
+    """Run every part that can run here; a part that fails is reported and the next one still runs."""
     from debaters.backends.transformers_backend import default_dtype
 
     dtype = args.dtype if args.dtype != "auto" else default_dtype(args.device)
@@ -426,61 +528,30 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
     )
     figures: dict[str, Figure] = {}
     extra: dict[str, object] = {}
+    parts: list[Part] = []
     replay_rounds: list[list[list[dict[str, str]]]] = []
 
-    if "transformers" in args.backends:
-        options: dict[str, object] = {"device": args.device, "dtype": dtype, "max_batch_size": max(16, 2 * args.debates)}
-        profile = make_profile("gpu-check-transformers", "transformers", folder, options, args.context_tokens)
-        api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
-        from arena import worker_loop
-        from debaters.backends import backend_class
+    transformers = Part(f"transformers backend on {args.device}: batch runner, generate_batch, raw model.generate")
+    if "transformers" not in args.backends:
+        transformers.status, transformers.reason = "skipped", "not asked for (--backends)"
+    else:
+        try:
+            replay_rounds = _transformers_part(args, folder, dtype, figures, extra)
+        except Exception as exc:  # noqa: BLE001 - reported, and the vllm part still runs
+            transformers.status, transformers.reason = "failed", f"{type(exc).__name__}: {exc}"
+    parts.append(transformers)
 
-        worker_loop.run(api.wait_ready())
-        # Warm-up (allocator, kernels): a small run that is not timed, on other questions, so that
-        # the timed run finds none of its prompts in the backend's prefix cache.
-        warm_ids = create_debates(profile, min(2, args.debates), args, from_end=True)
-        _, warm_rounds = run_runner(warm_ids, "warm-up")
-        figures["transformers/runner"], replay_rounds = run_runner(create_debates(profile, args.debates, args), "transformers")
-        worker_loop.run(api.aclose())
-        # The replay gets a backend of its own: the runner's one has these very prompts cached.
-        replay_api = backend_class("transformers")(profile.backend_spec())  # type: ignore[attr-defined]
-        worker_loop.run(replay_api.wait_ready())
-        replay_backend(replay_api, warm_rounds[:1], 4, "warm-up")
-        figures["transformers/generate_batch"] = replay_backend(replay_api, replay_rounds, args.max_tokens, "transformers")
-        worker_loop.run(replay_api.aclose())
-        raw = RawGenerate(folder, args.device, dtype)
-        raw.run(replay_rounds[:1], 4)  # warm-up
-        raw_figure = raw.run(replay_rounds, args.max_tokens)
-        raw_figure.name = "transformers: raw model.generate (one batch a round)"
-        figures["transformers/raw"] = raw_figure
-        same = sum(a == b for a, b in zip(figures["transformers/generate_batch"].texts, raw_figure.texts))
-        extra["generate_batch_equals_raw"] = f"{same}/{len(raw_figure.texts)}"
-        raw.close()
-
-    if "vllm" in args.backends:
-        if importlib.util.find_spec("vllm") is None:
-            print("vllm: not importable here; skipped (pip install 'debate-arena[vllm]' in its own environment)", flush=True)
-        elif not args.device.startswith("cuda"):
-            print("vllm: needs CUDA; skipped on the CPU", flush=True)
-        else:
-            from arena import worker_loop
-
-            # vLLM caches prefixes too; off here, because the replay sends the runner's own prompts
-            # to the same engine and would find them cached (two engines do not fit on one GPU).
-            options = {
-                "gpu_memory_utilization": args.vllm_gpu_memory_utilization,
-                "engine_args": {"enable_prefix_caching": False},
-            }
-            profile = make_profile("gpu-check-vllm", "vllm", folder, options, args.context_tokens)
-            api = get_backend(profile.backend_spec())  # type: ignore[attr-defined]
-            worker_loop.run(api.wait_ready())
-            run_runner(create_debates(profile, min(2, args.debates), args, from_end=True), "warm-up")
-            figures["vllm/runner"], vllm_rounds = run_runner(create_debates(profile, args.debates, args), "vllm")
-            replay = replay_backend(api, replay_rounds or vllm_rounds, args.max_tokens, "vllm")
-            replay.name = "vllm: backend generate_batch (one LLM.chat a round)"
-            figures["vllm/generate_batch"] = replay
-            extra["vllm_chat_batch_sizes"] = api.batch_sizes  # type: ignore[attr-defined]
-            worker_loop.run(api.aclose())
+    vllm = Part("vllm backend (offline engine): batch runner, one LLM.chat a round")
+    skip = _vllm_skip_reason(args)
+    if skip is not None:
+        vllm.status, vllm.reason = "skipped", skip
+        print(skip, flush=True)
+    else:
+        try:
+            _vllm_part(args, folder, dtype, replay_rounds, figures, extra)
+        except Exception as exc:  # noqa: BLE001 - reported with the other parts
+            vllm.status, vllm.reason = "failed", f"{type(exc).__name__}: {exc}"
+    parts.append(vllm)
 
     print()
     if random_weights:
@@ -503,9 +574,14 @@ def run_checks(args: argparse.Namespace, folder: str, random_weights: bool) -> d
     for name, value in extra.items():
         print(f"{name}: {value}")
     print(f"load average now {os.getloadavg()[0]:.2f}")
+    print("parts:")
+    for part in parts:
+        print(f"  {part.status:<8} {part.name}" + (f": {part.reason}" if part.reason else ""))
     return {
         "device": args.device,
+        "dtype": dtype,
         "random_weights": random_weights,
+        "parts": {p.name: {"status": p.status, "reason": p.reason} for p in parts},
         "figures": {key: {"name": f.name, "tokens": f.tokens, "seconds": f.seconds, "tokens_per_s": f.tokens_per_s} for key, f in figures.items()},
         "ratios": ratios,
         **extra,
@@ -517,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {_check_device(args.device)}", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="arena-gpu-check-"))
     redis = None
+    result: dict[str, object] = {}
     try:
         folder, random_weights = prepare_model(args, workdir)
         redis = start_django(workdir)
@@ -531,7 +608,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept {workdir}")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    parts = result.get("parts", {})
+    failed = isinstance(parts, dict) and any(p["status"] == "failed" for p in parts.values())
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,9 +1,2 @@
-from django.contrib import admin
-
-from debaters.models import DebaterProfile
-
-
-@admin.register(DebaterProfile)
-class DebaterProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "backend", "model", "context_tokens", "created_at")
-    search_fields = ("name", "model")
+# DebaterProfile's admin is registered in arena/admin.py: it is frozen once a debate used the
+# profile, and only the arena app knows debates (debaters imports no other app).

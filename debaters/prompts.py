@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,6 +116,141 @@ def debater_messages(preamble: str, principles: str, view: DebaterView) -> list[
         f"At most {view.word_limit} words."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+# --- The structured speech (docs/protocols.md, "Speech structure") ------------------------------
+
+# A worked example written for this project (not from any dataset): a tiny text, a question, and a
+# speech in the shape the debater is asked for. Small models copy the shape of an example far more
+# reliably than they follow a description of it.
+EXAMPLE_TEXT = (
+    "Mara kept the lighthouse on Gull Rock for ten years. Every Sunday she rowed to the mainland and "
+    "bought flour and lamp oil. In March a storm kept her on the island for nine days. On the sixth "
+    "night the lamp went dark for the first time since she came. The harbour master wrote that no "
+    "ship was lost."
+)
+EXAMPLE_QUESTION = "Why did the lamp go dark?"
+EXAMPLE_ANSWERS = ("Mara ran out of lamp oil during the storm", "Mara fell asleep and forgot to light it")
+EXAMPLE_SIDE = 0
+EXAMPLE_SPEECH = (
+    "The text says: <quote>In March a storm kept her on the island for nine days.</quote> "
+    "Mara bought her oil on the mainland every week, so a storm that kept her away for nine days "
+    "cut off her oil. The lamp failed late in the storm, exactly when the oil would run out: "
+    "<quote>On the sixth night the lamp went dark for the first time since she came.</quote> "
+    "Nothing in the text says she slept or forgot anything. The answer is that she ran out of oil."
+)
+
+# The words of the prefill that introduce the debater's quote.
+QUOTE_LEAD = "The text says:"
+_HARD_WRAP = re.compile(r"(?<=\S)[ \t]*\n(?![ \t]*\n)[ \t]*(?=\S)")
+
+
+def reflow(text: str) -> str:
+    """Join hard-wrapped lines (a single line break inside a paragraph) with a space.
+
+    Stories from Gutenberg break lines every ~70 characters; a small model copying a sentence stops
+    at the break. Blank lines (paragraphs) are kept. Quote checks ignore whitespace, so a quote copied
+    from the reflowed text verifies against the original.
+    """
+    return _HARD_WRAP.sub(" ", text)
+
+
+_QUOTE_ELEMENT = re.compile(r"<\s*quote\s*>(.*?)<\s*/\s*quote\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def _plain_quotes(speech: str) -> str:
+    """Earlier speeches as the structured prompt shows them: quote tags become quotation marks.
+
+    The speech being written opens a ``<quote>`` tag; a small model continues it with whatever
+    followed the last ``<quote>`` it saw, so tags in the transcript make it repeat earlier quotes
+    instead of quoting the text.
+    """
+    return _QUOTE_ELEMENT.sub(lambda m: f"\u201c{m.group(1).strip()}\u201d", speech)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def speech_prefill(view: DebaterView) -> str:
+    """The start of the structured speech: the answer stated in words, then an opened quote.
+
+    The debater continues it (assistant-message prefill); it writes the quote itself.
+    """
+    mine = _one_line(view.answers[view.side])
+    if view.round == 1 or view.consultancy:
+        return f"I argue that the answer is \"{mine}\". {QUOTE_LEAD} <quote>"
+    return f"I still argue that the answer is \"{mine}\". My opponent is wrong. {QUOTE_LEAD} <quote>"
+
+
+def structured_debater_messages(
+    preamble: str, principles: str, view: DebaterView, *, evidence: Sequence[str] = (), example: bool = False
+) -> list[ChatMessage]:
+    """The structured speech prompt: short rules, one worked example, then this debate.
+
+    The example is a user/assistant exchange before the real request; the real request ends with
+    the assistant's :func:`speech_prefill`, which the backend continues.
+    """
+    budget = f" Quote at most {view.quote_budget} words per speech." if view.quote_budget is not None else ""
+    role = (
+        "You are a consultant: the judge hears only you, nobody argues the other answer."
+        if view.consultancy
+        else "You are a debater."
+    )
+    system = (
+        f"{preamble}\n\nPrinciples you must follow:\n{principles}\n\n"
+        f"{role} Every speech: say which answer you defend, quote the text word for word "
+        f"inside <quote></quote> tags, explain in your own words why the quote supports your answer, "
+        f"then stop. At most {view.word_limit} words. Do not copy the text outside quote tags; do not "
+        f"repeat earlier speeches.{budget}"
+    )
+
+    def request(title: str, excerpts: str, question: str, answers: tuple[str, str], side: int, extra: list[str], task: str) -> str:
+        # The text comes last, right before the speech: a small model quotes what it read last,
+        # and should quote the story, not the instructions.
+        return "\n\n".join(
+            [
+                f"Question: {question}\nAnswer 1: {_one_line(answers[0])}\nAnswer 2: {_one_line(answers[1])}",
+                f"{task} You defend: \"{_one_line(answers[side])}\". The other answer is: \"{_one_line(answers[1 - side])}\".",
+                *extra,
+                f"Text ({title}):\n{excerpts}",
+            ]
+        )
+
+    shot = request("example", EXAMPLE_TEXT, EXAMPLE_QUESTION, EXAMPLE_ANSWERS, EXAMPLE_SIDE, [], "Give your opening speech.")
+    shot_reply = f"I argue that the answer is \"{EXAMPLE_ANSWERS[EXAMPLE_SIDE]}\". {EXAMPLE_SPEECH}"
+    extra: list[str] = []
+    questions = {q.after_round: q.text for q in view.judge_questions}
+    if view.transcript or questions:
+        lines = []
+        for speech in view.transcript:
+            who = "You" if view.consultancy or speech.side == view.side else "Opponent"
+            lines.append(f"{who} (round {speech.round}, for \"{view.answers[speech.side]}\"): {_plain_quotes(speech.text)}")
+        lines += [f"The judge asked (after round {r}): {q}" for r, q in sorted(questions.items())]
+        label = "Consultation so far" if view.consultancy else "Debate so far"
+        extra.append(f"{label}:\n" + "\n\n".join(lines))
+    if view.round == 1:
+        task = "Give your opening speech."
+    elif view.consultancy:
+        task = f"Round {view.round} of {view.rounds}: give new evidence, not your earlier quote."
+    else:
+        task = f"Round {view.round} of {view.rounds}: answer the opponent with a new quote, not one already used."
+    pending = questions.get(view.round - 1)
+    if pending is not None:
+        task = f"The judge asked: \"{pending}\" Answer it first. {task}"
+    if view.chose_answer:
+        task += " You chose this answer yourself."
+    real = request(view.source_title, reflow(view.excerpts), view.question, view.answers, view.side, extra, task)
+    if evidence:
+        listed = "\n".join(f"- {sentence}" for sentence in evidence)
+        real += f"\n\nSentences of the text that an evidence tool found for your answer; quote one word for word:\n{listed}"
+    shots: list[ChatMessage] = [{"role": "user", "content": shot}, {"role": "assistant", "content": shot_reply}] if example else []
+    return [
+        {"role": "system", "content": system},
+        *shots,
+        {"role": "user", "content": real},
+        {"role": "assistant", "content": speech_prefill(view)},
+    ]
 
 
 def choice_messages(

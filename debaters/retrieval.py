@@ -21,6 +21,7 @@ __all__ = [
     "EXCERPT_SEPARATOR",
     "Passage",
     "estimate_tokens",
+    "evidence_sentences",
     "render_excerpts",
     "score_passages",
     "select_passages",
@@ -345,3 +346,16 @@ def render_excerpts(passages: Sequence[Passage]) -> str:
             parts.append(_JOIN if passage.index == passages[k - 1].index + 1 else _GAP)
         parts.append(passage.text)
     return "".join(parts)
+
+
+def evidence_sentences(source: str, query: str, count: int, target_words: int = 25) -> list[str]:
+    """The evidence tool: the ``count`` short passages (a sentence or two, about ``target_words``
+    words) of ``source`` that best match ``query`` by BM25, best first, with line breaks joined.
+
+    Each returned string is a verbatim piece of ``source`` up to whitespace, so a quote copied
+    from it verifies. Passages sharing no term with the query are not returned.
+    """
+    passages = split_passages(source, target_words)
+    scores = score_passages(passages, query)
+    ranked = sorted(range(len(passages)), key=lambda i: (-scores[i], i))
+    return [" ".join(passages[i].text.split()) for i in ranked[:count] if scores[i] > 0]

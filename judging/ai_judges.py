@@ -49,8 +49,9 @@ class AIJudgement:
     """One AI judge's verdict on one debate, in canonical answer order (answers[0], answers[1]).
 
     ``p`` is what the verdict records (after clamping, if asked); ``unclamped`` is the plain
-    average of the two orders. ``position_bias`` is P(answers[0]) when shown first minus when
-    shown second, computed before clamping. ``reasoning`` holds the chain of thought produced in
+    average of the two orders. ``position_bias`` is the mean over both orders of the probability
+    given to the answer shown first, minus 0.5 — (P(answers[0] | shown first) − P(answers[0] | shown
+    second)) / 2, the one definition :mod:`judging.analysis` uses — computed before clamping. ``reasoning`` holds the chain of thought produced in
     each order (shown-first 0, then 1) when one was asked for.
     """
 
@@ -203,7 +204,7 @@ async def judge_verdict(
     final_p0 = clamp_probability(p0) if clamp else p0
     return AIJudgement(
         p=(final_p0, 1.0 - final_p0),
-        position_bias=by0[0] - by1[0],
+        position_bias=(by0[0] - by1[0]) / 2,
         by_order=(by0, by1),
         unclamped=(p0, 1.0 - p0),
         clamped=clamp and final_p0 != p0,

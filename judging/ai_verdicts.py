@@ -23,7 +23,7 @@ from debaters.backends import get_backend
 from debaters.backends.base import BackendSpec, ModelAPI
 from debaters.backends.resilient import ResilientModel
 from judging.ai_judges import PROMPT_VERSION, JudgeSpeech, JudgeView, judge_verdict, mark_quotes
-from judging.models import JudgeProfile, Verdict
+from judging.models import JudgeProfile, Verdict, verdict_correct
 
 DEFAULT_JUDGE = "smollm2-judge"
 
@@ -99,7 +99,7 @@ def _store(debate: Debate, profile: JudgeProfile, p: tuple[float, float], extra:
                 position_bias=extra.pop("position_bias"),
                 reason=str(extra.pop("reason")),
                 time_spent_s=extra.pop("time_spent_s"),
-                correct=p[correct_index] > p[1 - correct_index],
+                correct=verdict_correct(p, correct_index),
                 meta=extra,
             )
     except IntegrityError:

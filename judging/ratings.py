@@ -154,6 +154,7 @@ def bootstrap_bradley_terry(
     ci: float = 0.95,
     prior: float = 0.1,
     tol: float = 1e-5,
+    counts: npt.ArrayLike | None = None,
 ) -> BootstrapResult:
     """Fit BT strengths and ``ci`` percentile-bootstrap intervals by resampling records.
 
@@ -162,7 +163,10 @@ def bootstrap_bradley_terry(
     (done exactly on the distinct (winner, loser, weight) records and their
     multiplicities, see _RecordResampler), and refits warm-started from the point fit
     to ``tol``, which is far below any interval width. ``samples`` rows are
-    mean-centred like ``strengths``. Results depend only on the data and ``seed``.
+    mean-centred like ``strengths``. Results depend only on the multiset of records
+    and ``seed``, not on their order: ``counts`` (non-negative integers, one per
+    record) says how often each record occurs, so records aggregated in SQL give
+    exactly the result of the same records listed one by one.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -175,15 +179,20 @@ def bootstrap_bradley_terry(
         raise ValueError(f"tol must be > 0, got {tol}")
     w_idx, l_idx = _validate_records(winners, losers, n_players)
     weight_arr = _validate_weights(weights, w_idx.shape[0])
-    wins = aggregate_pairwise(w_idx, l_idx, n_players, weight_arr)
+    count_arr = _validate_counts(counts, w_idx.shape[0])
+    if count_arr is None:
+        total_weight = weight_arr
+    else:
+        total_weight = count_arr.astype(np.float64) if weight_arr is None else weight_arr * count_arr
+    wins = aggregate_pairwise(w_idx, l_idx, n_players, total_weight)
     strengths, ref_log = _fit_bt(wins, prior, _MAX_ITER, _POINT_TOL, None, 0.0, None)
 
-    n_records = w_idx.shape[0]
+    n_records = w_idx.shape[0] if count_arr is None else int(count_arr.sum())
     samples = np.empty((rounds, n_players), dtype=np.float64)
     if n_records == 0:
         samples[:] = strengths
     else:
-        resampler = _RecordResampler(w_idx * n_players + l_idx, weight_arr, n_players)
+        resampler = _RecordResampler(w_idx * n_players + l_idx, weight_arr, n_players, count_arr)
         # Buffers are reused across rounds: a fresh 8 MB wins matrix per round costs
         # more in page faults than the resampling that fills it.
         wins_buf = np.zeros((n_players, n_players), dtype=np.float64)
@@ -233,39 +242,39 @@ class _RecordResampler:
     alone took 30 ms a round against 12 ms.
     """
 
-    def __init__(self, flat_pairs: IntArray, weights: FloatArray | None, n_players: int) -> None:
-        n_records = flat_pairs.shape[0]
-        self._n_records = n_records
+    def __init__(
+        self, flat_pairs: IntArray, weights: FloatArray | None, n_players: int, counts: NDArray[np.int64] | None = None
+    ) -> None:
         self._size = n_players * n_players
         self._values: FloatArray | None = None
-        self._record_key = np.zeros(0, dtype=np.intp)
         if weights is None:
-            counts = np.bincount(flat_pairs, minlength=self._size)
-            self._keys: IntArray = np.flatnonzero(counts)
-            multiplicity = counts[self._keys]
+            totals = np.bincount(flat_pairs, weights=counts, minlength=self._size)
+            self._keys: IntArray = np.flatnonzero(totals)
+            multiplicity = np.rint(totals[self._keys]).astype(np.int64)
             self._keys_unique = True
-            self._use_multinomial = self._prefers_multinomial(self._keys.shape[0])
-            if not self._use_multinomial:
-                lookup = np.empty(self._size, dtype=np.intp)
-                lookup[self._keys] = np.arange(self._keys.shape[0])
-                self._record_key = lookup[flat_pairs]
         else:
             order = np.lexsort((weights, flat_pairs))
             sorted_pairs = flat_pairs[order]
             sorted_weights = weights[order]
-            new_group = np.ones(n_records, dtype=bool)
+            new_group = np.ones(order.shape[0], dtype=bool)
             new_group[1:] = (sorted_pairs[1:] != sorted_pairs[:-1]) | (sorted_weights[1:] != sorted_weights[:-1])
             starts = np.flatnonzero(new_group)
             self._keys = sorted_pairs[starts]
             self._values = sorted_weights[starts]
-            multiplicity = np.diff(np.append(starts, n_records))
+            per_record = np.ones(order.shape[0], dtype=np.int64) if counts is None else counts[order]
+            multiplicity = np.add.reduceat(per_record, starts)
             self._keys_unique = bool(np.all(self._keys[1:] != self._keys[:-1]))
-            self._use_multinomial = self._prefers_multinomial(self._keys.shape[0])
-            if not self._use_multinomial:
-                self._record_key = np.empty(n_records, dtype=np.intp)
-                self._record_key[order] = np.cumsum(new_group) - 1
+        self._n_records = int(multiplicity.sum())
         self._n_distinct = self._keys.shape[0]
-        self._pvals = multiplicity / n_records
+        self._use_multinomial = self._prefers_multinomial(self._n_distinct)
+        # Index resampling over the records sorted by distinct record: the draw depends only on
+        # the multiset of records, not on the order they came in (or whether they came counted).
+        self._record_key = (
+            np.zeros(0, dtype=np.intp)
+            if self._use_multinomial
+            else np.repeat(np.arange(self._n_distinct, dtype=np.intp), multiplicity)
+        )
+        self._pvals = multiplicity / self._n_records
 
     def _prefers_multinomial(self, n_distinct: int) -> bool:
         """Whether a multinomial over ``n_distinct`` records is cheaper than index resampling."""
@@ -316,7 +325,10 @@ def _fit_bt(
     best_point = z
     budget = min(max_iter, _FIXED_POINT_ITERS)
     for _ in range(budget):
-        g = _newman_step(wins, z, prior, buf)
+        # An extrapolation can overshoot far enough to overflow exp(); the non-finite step
+        # that results ends the loop below and hands over to Newton from the best point.
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+            g = _newman_step(wins, z, prior, buf)
         f = g - z
         residual = float(np.max(np.abs(f)))
         if not math.isfinite(residual):
@@ -436,11 +448,11 @@ def _newman_step(wins: FloatArray, z: FloatArray, prior: float, buf: FloatArray)
         denominator += block.sum(axis=0)
     out = np.empty(n + 1, dtype=np.float64)
     if prior > 0.0:
-        ref = math.exp(z[n])
+        ref = float(np.exp(z[n]))
         inv = 1.0 / (p + ref)
         numerator += (prior * ref) * inv
         denominator += prior * inv
-        out[n] = math.log(float(np.dot(p, inv)) / float(inv.sum()))
+        out[n] = float(np.log(np.dot(p, inv) / inv.sum()))
     else:
         out[n] = z[n]
     out[:n] = np.log(numerator / denominator)
@@ -480,6 +492,18 @@ def _validate_weights(weights: npt.ArrayLike | None, n_records: int) -> FloatArr
     if not np.all(np.isfinite(arr)) or np.any(arr < 0.0):
         raise ValueError("weights must be finite and non-negative")
     return arr
+
+
+def _validate_counts(counts: npt.ArrayLike | None, n_records: int) -> NDArray[np.int64] | None:
+    """Return per-record counts as int64 after checking length and sign."""
+    if counts is None:
+        return None
+    arr = np.asarray(counts)
+    if arr.shape != (n_records,):
+        raise ValueError(f"counts must be a 1-D array of length {n_records}")
+    if arr.size and (not np.issubdtype(arr.dtype, np.integer) or np.any(arr < 0)):
+        raise ValueError("counts must be non-negative integers")
+    return arr.astype(np.int64, copy=False)
 
 
 def _validate_wins_matrix(wins: npt.ArrayLike) -> FloatArray:
@@ -572,17 +596,26 @@ def reliability_diagram(confidence: npt.ArrayLike, correct: npt.ArrayLike, n_bin
     lie in [0.5, 1]; ``correct`` says whether that answer was the gold one. Bins are
     [lower, upper) except the last, which includes 1.
     """
-    counts, conf_sums, hit_sums = _bin_sums(*_calibration_inputs(confidence, correct, n_bins), n_bins)
-    edges = _bin_edges(n_bins)
+    return reliability_from_sums(*_bin_sums(*_calibration_inputs(confidence, correct, n_bins), n_bins))
+
+
+def reliability_from_sums(counts: npt.ArrayLike, conf_sums: npt.ArrayLike, hit_sums: npt.ArrayLike) -> list[ReliabilityBin]:
+    """The bins of :func:`reliability_diagram` from per-bin totals (count, Σ confidence, number
+    correct), e.g. summed in SQL over the bins of :func:`confidence_bin`."""
+    counts_arr = np.asarray(counts)
+    conf_arr = np.asarray(conf_sums, dtype=np.float64)
+    hit_arr = np.asarray(hit_sums, dtype=np.float64)
+    n_bins = int(counts_arr.shape[0])
+    edges = bin_edges(n_bins)
     bins: list[ReliabilityBin] = []
     for b in range(n_bins):
-        count = int(counts[b])
+        count = int(counts_arr[b])
         bins.append(
             ReliabilityBin(
                 lower=float(edges[b]),
                 upper=float(edges[b + 1]),
-                mean_confidence=float(conf_sums[b] / count) if count else math.nan,
-                accuracy=float(hit_sums[b] / count) if count else math.nan,
+                mean_confidence=float(conf_arr[b] / count) if count else math.nan,
+                accuracy=float(hit_arr[b] / count) if count else math.nan,
                 count=count,
             )
         )
@@ -595,12 +628,16 @@ def expected_calibration_error(confidence: npt.ArrayLike, correct: npt.ArrayLike
     Same inputs and binning as :func:`reliability_diagram`. 0 is perfectly calibrated;
     on finite samples the estimate is biased upwards, by the order of sqrt(n_bins / N).
     """
-    counts, conf_sums, hit_sums = _bin_sums(*_calibration_inputs(confidence, correct, n_bins), n_bins)
-    total = int(counts.sum())
+    return ece_from_sums(*_bin_sums(*_calibration_inputs(confidence, correct, n_bins), n_bins))
+
+
+def ece_from_sums(counts: npt.ArrayLike, conf_sums: npt.ArrayLike, hit_sums: npt.ArrayLike) -> float:
+    """:func:`expected_calibration_error` from per-bin totals (count, Σ confidence, number correct)."""
+    total = int(np.sum(counts))
     if total == 0:
         return math.nan
     # |Σ hits − Σ conf| per bin equals n_b·|acc_b − conf_b|, so empty bins add nothing.
-    return float(np.abs(hit_sums - conf_sums).sum() / total)
+    return float(np.abs(np.asarray(hit_sums, dtype=np.float64) - np.asarray(conf_sums, dtype=np.float64)).sum() / total)
 
 
 def position_bias(
@@ -617,28 +654,41 @@ def position_bias(
     is the probability given to the first-shown answer when the same debate was judged
     with the order reversed; each pair contributes (p_first + p_first_swapped)/2 − 0.5,
     which removes per-debate difficulty from the variance; normal interval over pairs.
+    See :func:`position_bias_from_sums` for the interval.
     """
-    if not 0.0 < ci < 1.0:
-        raise ValueError(f"ci must be in (0, 1), got {ci}")
     first = _probabilities(p_first, "p_first").reshape(-1)
     if p_first_swapped is None:
         values = first
-        if values.size and np.all((values == 0.0) | (values == 1.0)):
-            lo, hi = wilson_interval(float(values.sum()), float(values.size), ci)
-            return PositionBias(float(values.mean()) - 0.5, lo - 0.5, hi - 0.5, int(values.size))
     else:
         swapped = _probabilities(p_first_swapped, "p_first_swapped").reshape(-1)
         if swapped.shape != first.shape:
             raise ValueError("p_first and p_first_swapped must have equal length")
         values = (first + swapped) / 2.0
-    n = int(values.size)
+    hard = int(np.count_nonzero((values == 0.0) | (values == 1.0))) if p_first_swapped is None else 0
+    return position_bias_from_sums(float(values.sum()), float(np.square(values).sum()), int(values.size), hard, ci)
+
+
+def position_bias_from_sums(total: float, total_sq: float, n: int, hard: int = 0, ci: float = 0.95) -> PositionBias:
+    """Mean − 0.5 of n values in [0, 1] from Σ value, Σ value² and how many are exactly 0 or 1.
+
+    All values 0 or 1 (hard verdicts): Wilson interval. Otherwise a normal (CLT) interval
+    with the sample standard deviation sqrt((Σv² − n·mean²)/(n − 1)); (−0.5, 0.5) for one
+    value, NaN with (−0.5, 0.5) for none. Sums can come from SQL, so the same formula
+    serves a million verdicts without loading them.
+    """
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must be in (0, 1), got {ci}")
     if n == 0:
         return PositionBias(math.nan, -0.5, 0.5, 0)
-    mean = float(values.mean())
+    mean = total / n
+    if hard == n:
+        lo, hi = wilson_interval(min(max(total, 0.0), float(n)), float(n), ci)
+        return PositionBias(mean - 0.5, lo - 0.5, hi - 0.5, n)
     if n == 1:
         return PositionBias(mean - 0.5, -0.5, 0.5, 1)
     z = NormalDist().inv_cdf(0.5 + ci / 2.0)
-    half = z * float(values.std(ddof=1)) / math.sqrt(n)
+    variance = max(0.0, (total_sq - n * mean * mean) / (n - 1))
+    half = z * math.sqrt(variance) / math.sqrt(n)
     return PositionBias(mean - 0.5, max(-0.5, mean - 0.5 - half), min(0.5, mean - 0.5 + half), n)
 
 
@@ -678,7 +728,7 @@ def _outcomes(values: npt.ArrayLike, name: str) -> NDArray[np.bool_]:
 def _bin_sums(
     conf: FloatArray, hit: NDArray[np.bool_], n_bins: int
 ) -> tuple[NDArray[np.intp], FloatArray, FloatArray]:
-    """Return per-bin (count, sum of confidence, number correct) over the bins of :func:`_bin_edges`."""
+    """Return per-bin (count, sum of confidence, number correct) over the bins of :func:`bin_edges`."""
     index = _bin_index(conf, n_bins)
     counts = np.bincount(index, minlength=n_bins)
     conf_sums = np.bincount(index, weights=conf, minlength=n_bins)
@@ -686,14 +736,20 @@ def _bin_sums(
     return counts, conf_sums, hit_sums
 
 
+def confidence_bin(conf: npt.ArrayLike, n_bins: int = 10) -> IntArray:
+    """Return each confidence's bin among :func:`bin_edges`: the largest k with edges[k] <= conf,
+    at most n_bins − 1 (so 1.0 is in the last bin). SQL that compares with the same edges agrees."""
+    return _bin_index(np.asarray(conf, dtype=np.float64).reshape(-1), n_bins)
+
+
 def _bin_index(conf: FloatArray, n_bins: int) -> IntArray:
-    """Return each confidence's bin among the edges of :func:`_bin_edges`, with 1.0 in the last bin."""
+    """Return each confidence's bin among the edges of :func:`bin_edges`, with 1.0 in the last bin."""
     # searchsorted on the very edges that are reported keeps a value such as 0.6 in the
     # bin whose printed lower edge is 0.6; floor((c - 0.5) * 2n) puts it one bin lower.
-    index = np.searchsorted(_bin_edges(n_bins), conf, side="right") - 1
+    index = np.searchsorted(bin_edges(n_bins), conf, side="right") - 1
     return np.minimum(index, n_bins - 1).astype(np.intp)
 
 
-def _bin_edges(n_bins: int) -> FloatArray:
+def bin_edges(n_bins: int) -> FloatArray:
     """Return the n_bins + 1 equal-width bin edges over [0.5, 1]."""
     return np.linspace(0.5, 1.0, n_bins + 1)

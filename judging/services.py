@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from arena.engine.protocol import JudgingRules, Protocol, ProtocolError, make_protocol
 from arena.models import Debate, JudgeQuestion
-from judging.models import Assignment, Verdict
+from judging.models import Assignment, Verdict, verdict_correct
 
 PROBABILITY_TOLERANCE = 1e-6
 MAX_QUESTION_CHARS = 500
@@ -36,7 +36,7 @@ def check_probabilities(p_first: float, p_second: float, *, allow_even: bool = F
 
 
 def debate_protocol(debate: Debate) -> Protocol:
-    return make_protocol(debate.protocol, debate.settings, seed=debate.seed)
+    return make_protocol(debate.protocol, debate.settings, seed=debate.seed, first_side=debate.first_side)
 
 
 def verdict_open(debate: Debate, protocol: Protocol | None = None) -> tuple[bool, str]:
@@ -84,7 +84,7 @@ def submit_human_verdict(assignment: Assignment, p_first: float, p_second: float
     probs[1 - assignment.shown_first] = p_second
     correct_index = debate.question.correct_index
     seen = rounds_seen(debate)
-    rules = protocol.rules
+    rules = protocol.scoring_rules()
     time_spent = None
     if assignment.opened_at is not None:
         time_spent = (timezone.now() - assignment.opened_at).total_seconds()
@@ -99,7 +99,7 @@ def submit_human_verdict(assignment: Assignment, p_first: float, p_second: float
                 p_b=probs[1],
                 reason=reason,
                 time_spent_s=time_spent,
-                correct=probs[correct_index] > probs[1 - correct_index],
+                correct=verdict_correct(probs, correct_index),
                 meta={
                     "scoring": rules.scoring,
                     "turn_penalty": rules.turn_penalty,
@@ -129,7 +129,9 @@ def verdict_score(verdict: Verdict, debate: Debate, rules: JudgingRules) -> Scor
     gold = debate.question.correct_index
     value = rules.score(verdict.p_correct(gold), verdict.p_correct(1 - gold), seen)
     stored = meta.get("score")
-    if meta.get("scoring") == rules.scoring and isinstance(stored, (int, float)):
+    same_penalty = meta.get("turn_penalty", rules.turn_penalty) == rules.turn_penalty
+    same_rule = meta.get("scoring") == rules.scoring and same_penalty
+    if same_rule and isinstance(stored, (int, float)):
         value = float(stored)
     return Score(rule=rules.scoring, value=value, rounds_seen=seen, penalty=rules.turn_penalty * max(0, seen - 1))
 
@@ -138,8 +140,9 @@ def ask_question(assignment: Assignment, text: str) -> JudgeQuestion:
     """An interactive debate's judge asks the question both debaters answer next round.
 
     Accepted only while the debate waits for it (``settings["waiting_for_judge"]``, set by the
-    runner when a round ends). Clears the wait and queues the debate again once committed. The
-    row lock serialises this with the runner's pause, so the question is never missed.
+    runner when a round ends), and never from a judge who has given a verdict (it revealed the
+    gold). Clears the wait and queues the debate again once committed. The row lock serialises
+    this with the runner's pause, so the question is never missed.
     """
     from arena.protocol_services import WAITING_KEY
 
@@ -150,6 +153,9 @@ def ask_question(assignment: Assignment, text: str) -> JudgeQuestion:
         raise QuestionError(f"keep the question under {MAX_QUESTION_CHARS} characters")
     with transaction.atomic():
         debate = Debate.objects.select_for_update().get(pk=assignment.debate_id)
+        if Verdict.objects.filter(debate=debate, judge=assignment.judge).exists():
+            # The verdict revealed the gold answer: a question now would carry it into the debate.
+            raise QuestionError("you have given your verdict on this debate; it takes no more questions from you")
         protocol = debate_protocol(debate)
         if not protocol.interactive:
             raise QuestionError("judges ask questions only in interactive debates")

@@ -1,4 +1,4 @@
-"""Judge pages: the queue, a debate to judge, the verdict and the reveal that follows it.
+"""Judge pages: a debate to judge, the verdict and the reveal that follows it.
 
 What a judge sees depends on the protocol (docs/protocols.md): the transcript for debates and
 consultancies, nothing but the question and answers for the naive judge, and the full source
@@ -13,9 +13,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from arena.engine.protocol import Protocol, ProtocolError
-from arena.models import Debate, JudgeQuestion
+from arena.models import JudgeQuestion
 from arena.protocol_services import waiting_round
+from arena.ratelimit import post_limit
 from arena.roles import judge_required
+from judging.deadlines import question_rule
 from judging.forms import VerdictForm
 from judging.models import Assignment, Verdict
 from judging.services import (
@@ -29,19 +31,6 @@ from judging.services import (
 )
 
 LABELS = ("A", "B")
-
-
-@judge_required
-def queue(request: HttpRequest) -> HttpResponse:
-    assignments = (
-        Assignment.objects.filter(judge=request.user)
-        .select_related("debate", "debate__question")
-        .order_by("-created_at")
-    )
-    judged = set(Verdict.objects.filter(judge=request.user).values_list("debate_id", flat=True))
-    pending = [a for a in assignments if a.debate_id not in judged and a.debate.status != Debate.Status.FAILED]
-    done = [a for a in assignments if a.debate_id in judged]
-    return render(request, "judging/queue.html", {"pending": pending, "done": done})
 
 
 def _question_positions(protocol: Protocol) -> dict[int, int]:
@@ -58,7 +47,12 @@ def _question_positions(protocol: Protocol) -> dict[int, int]:
     return {r - 1: index for r, index in first.items() if r > 1}
 
 
+def _post_scope(request: HttpRequest) -> str:
+    return "question" if request.POST.get("action") == "question" else "verdict"
+
+
 @judge_required
+@post_limit(_post_scope)
 def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
     # A debate not assigned to this judge is a 404, so judges cannot probe which debates exist.
     assignment = get_object_or_404(
@@ -114,7 +108,7 @@ def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
     context: dict[str, object] = {
         "debate": debate,
         "protocol": protocol,
-        "rules": protocol.rules,
+        "rules": protocol.scoring_rules(),
         "required_turns": protocol.required_turns(),
         "total_turns": protocol.total_turns(),
         "question_text": question.question,
@@ -126,6 +120,7 @@ def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
         "verdict_closed_reason": closed_reason,
         "judge_questions": judge_questions,
         "waiting_round": waiting,
+        "question_rule": question_rule(debate) if protocol.interactive else None,
         "question_draft": question_text,
         "question_error": question_error,
         # The source reaches a judge's browser only under the expert-judge protocol.
@@ -133,8 +128,8 @@ def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
         "client_config": {
             "debateId": debate.pk,
             "wsPath": f"/ws/debates/{debate.pk}/",
-            "sideLabels": {str(a["side"]): a["label"] for a in answers},
-            "sideAnswers": {str(a["side"]): a["text"] for a in answers},
+            # By letter only: nothing on a judge's page says which answer is stored first.
+            "answerTexts": {str(a["label"]): a["text"] for a in answers},
             "speakerNoun": speaker,
             "protocol": protocol.name,
             "transcript": protocol.judge_sees_transcript(),
@@ -147,7 +142,7 @@ def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
     if verdict is not None:
         # Only now may the gold answer, the score and the source title reach this judge.
         gold_side = question.correct_index
-        score = verdict_score(verdict, debate, protocol.rules)
+        score = verdict_score(verdict, debate, protocol.scoring_rules())
         context["reveal"] = {
             "gold_label": next(a["label"] for a in answers if a["side"] == gold_side),
             "gold_text": question.answers[gold_side],

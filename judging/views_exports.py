@@ -9,7 +9,9 @@ from django import forms
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET, require_http_methods
+from markdown_it import MarkdownIt
 
 from arena.models import Tournament
 from arena.roles import researcher_required
@@ -43,6 +45,18 @@ class ExportForm(forms.Form):
     correct_only = forms.BooleanField(required=False, label="Correct only")
     per_verdict = forms.BooleanField(required=False, label="One row per verdict (arguments)")
     all_pairs = forms.BooleanField(required=False, label="All candidate pairs (turns)")
+    test_fraction = forms.FloatField(
+        required=False, initial=0.1, min_value=0.0, max_value=0.99, label="Test fraction",
+        help_text="share of stories in the test split (splits are by story; empty: 0.1)",
+    )
+    datasets = forms.BooleanField(
+        required=False, label="Also a datasets folder (train/test splits, zip)",
+        help_text="what the command's --hf writes: a Hugging Face save_to_disk folder",
+    )
+    stable_judge_ids = forms.BooleanField(required=False, label="Stable judge ids (keyed by ARENA_EXPORT_KEY)")
+    include_flagged = forms.BooleanField(
+        required=False, label="Include flagged human verdicts", help_text="verdicts that break an exposure rule (docs/judging.md)"
+    )
 
     def to_request(self) -> ExportRequest:
         data = self.cleaned_data
@@ -61,6 +75,10 @@ class ExportForm(forms.Form):
             correct_only=bool(data.get("correct_only")),
             per_verdict=bool(data.get("per_verdict")),
             all_pairs=bool(data.get("all_pairs")),
+            test_fraction=0.1 if data.get("test_fraction") is None else data["test_fraction"],
+            datasets=bool(data.get("datasets")),
+            stable_judge_ids=bool(data.get("stable_judge_ids")),
+            include_flagged=bool(data.get("include_flagged")),
         )
 
 
@@ -74,6 +92,8 @@ def _status(export: Export) -> dict[str, object]:
         "error": export.error,
         "download": reverse("export_download", args=[export.pk]) if finished else None,
         "card": reverse("export_card", args=[export.pk]) if finished else None,
+        "card_page": reverse("export_card_page", args=[export.pk]) if finished else None,
+        "datasets": reverse("export_datasets", args=[export.pk]) if finished and (export.filters or {}).get("datasets") else None,
     }
 
 
@@ -116,10 +136,12 @@ def _serve(export_id: int, which: str) -> FileResponse:
     if which == "card":
         return FileResponse(
             path.open("rb"),
-            as_attachment=False,
+            as_attachment=True,
             filename=f"export-{export.pk}-README.md",
-            content_type="text/plain; charset=utf-8",
+            content_type="text/markdown; charset=utf-8",
         )
+    if which == "datasets":
+        return FileResponse(path.open("rb"), as_attachment=True, filename=f"export-{export.pk}-datasets.zip", content_type="application/zip")
     content_type = "application/x-ndjson" if path.suffix == ".jsonl" else "application/vnd.apache.parquet"
     return FileResponse(
         path.open("rb"), as_attachment=True, filename=f"export-{export.pk}-{path.name}", content_type=content_type
@@ -136,3 +158,26 @@ def export_download(request: HttpRequest, export_id: int) -> FileResponse:
 @require_GET
 def export_card(request: HttpRequest, export_id: int) -> FileResponse:
     return _serve(export_id, "card")
+
+
+@researcher_required
+@require_GET
+def export_datasets(request: HttpRequest, export_id: int) -> FileResponse:
+    return _serve(export_id, "datasets")
+
+
+# The card is written by the export (counts, filters, provenance) and may quote researcher-typed
+# names: raw HTML in it is shown as text, and markdown-it refuses javascript: links.
+_MARKDOWN = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+
+@researcher_required
+@require_GET
+def export_card_page(request: HttpRequest, export_id: int) -> HttpResponse:
+    """The dataset card rendered as a page, with a link to download it as markdown."""
+    export = get_object_or_404(Export, pk=export_id)
+    path = export_file(export, "card")
+    if path is None:
+        raise Http404("this export has no card (not finished, or its files were removed)")
+    html = _MARKDOWN.render(path.read_text(encoding="utf-8"))
+    return render(request, "judging/export_card.html", {"export": export, "card_html": mark_safe(html)})  # noqa: S308 - escaped by markdown-it (html off)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,6 +21,26 @@ os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SUPPORT), os.enviro
 sys.path.insert(0, str(SUPPORT))
 ARTIFACTS = ROOT / "test-artifacts"
 from arena_test_support import PASSWORD  # noqa: E402
+
+
+# After each of these tests (end-to-end debates, tournaments, imports) the record must pass
+# ``manage.py check_record`` (judging/record.py): a bug that corrupts it fails here, not in a paper.
+RECORD_CHECKED = re.compile(r"(^|/)test_(\w*e2e\w*|tournament_\w+|run_tournament_command|\w*imports?\w*)\.py$")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    result = yield  # a failing test raises here and is reported as it is
+    fixtures = set(getattr(item, "fixturenames", ()))
+    uses_db = item.get_closest_marker("django_db") is not None or bool(fixtures & {"db", "transactional_db"})
+    if uses_db and RECORD_CHECKED.search(item.path.as_posix()):
+        from judging.record import check_record
+
+        violations = check_record()
+        if violations:
+            lines = "\n".join(f"  {v}" for v in violations[:50])
+            raise AssertionError(f"the record breaks its invariants after this test (manage.py check_record):\n{lines}")
+    return result
 
 
 @pytest.fixture
@@ -52,6 +73,30 @@ def bob(roles: None):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def charlie(roles: None):  # type: ignore[no-untyped-def]
     return _user("charlie", "judge")
+
+
+@pytest.fixture
+def fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
+    """The named users hash a password each; the default PBKDF2 costs ~0.5 s a user."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def chromium_page(daphne_server: "Server") -> Iterator[object]:
+    """A Chromium page (Playwright) for a test that talks to ``daphne_server``."""
+    from playwright.sync_api import sync_playwright
+
+    from arena_test_support import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        yield browser.new_page()
+        browser.close()
+        # Queries in the test ran while Playwright's event loop was set, in a context of their own
+        # with its own connection: close it, or the test database cannot be dropped at the end.
+        from django.db import connections
+
+        connections.close_all()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -61,8 +62,15 @@ def test_it_lets_a_judge_watch_a_debate_stream_and_give_a_verdict(
     page.wait_for_function("document.getElementById('debate-status').textContent === 'finished'", timeout=300_000)
     assert page.locator("article.turn").count() == 2
     streamed = [page.locator(f"article.turn[data-turn='{i}'] .body").inner_text() for i in (0, 1)]
-    stored = [t.text for t in Debate.objects.get(pk=debate.pk).turns.order_by("index")]
-    assert [s.strip() for s in streamed] == [s.strip() for s in stored]
+    # The judge's transcript is in their own order (tests/judging/test_record_rules.py).
+    from judging.judge_view import judge_view
+    from judging.models import Assignment
+
+    view = judge_view(debate, Assignment.objects.get(debate=debate, judge=bob).shown_first)
+    stored = [t.text for t in sorted(Debate.objects.get(pk=debate.pk).turns.all(), key=lambda t: view.place(t.index))]
+    # Quotes are shown as marked spans, without their tags.
+    untagged = [re.sub(r"<\s*/?\s*quote\s*>", "", text, flags=re.IGNORECASE) for text in stored]
+    assert [s.strip() for s in streamed] == [s.strip() for s in untagged]
     assert question.answers[question.correct_index] in page.content()  # both answers are shown...
     assert page.locator("#reveal").count() == 0  # ...but not which is right
     page.fill("#p-first", "0.7")
@@ -101,3 +109,53 @@ def test_it_shows_model_output_as_text_never_as_markup(browser, daphne_server, b
     assert body.locator("script, img, b").count() == 0
     assert page.evaluate("window.pwned") is None
     assert dialogs == []
+
+
+def test_the_judge_page_speaks_in_the_judges_own_letters_and_opens_the_verdict_live(
+    chromium_page, daphne_server, bob, question, profile  # type: ignore[no-untyped-def]
+) -> None:
+    """A judge shown answer 2 first: the opening round shows their A (stored side 1) first, nothing
+    on the page names a stored side, a speech cut at its token limit is marked, and "the debate is
+    not over yet" goes away when the debate ends, without a reload."""
+    from django.utils import timezone
+
+    from arena import worker_loop
+    from arena.models import Turn
+    from arena.streaming import DebateStream
+    from judging.models import Assignment
+
+    debate = services.create_debate(
+        question=question, debater_a=profile, debater_b=profile,
+        limits=Limits(rounds=1, max_tokens=24, word_limit=60, context_tokens=200), judges=[bob], enqueue=False,
+    )  # fmt: skip
+    Assignment.objects.filter(debate=debate, judge=bob).update(shown_first=1)
+    now = timezone.now()
+    # Round 1's two slots are indexed in the debate's drawn speaking order (answer first_side first).
+    for side, text, finish in ((0, "For the first stored answer.", "stop"), (1, "For the second stored answer, and", "length")):
+        Turn.objects.create(
+            debate=debate, index=side ^ debate.first_side, round=1, side=side, text=text, prompt=[], prompt_hash="x",
+            finish_reason=finish, started_at=now, finished_at=now,
+        )  # fmt: skip
+    Debate.objects.filter(pk=debate.pk).update(status=Debate.Status.RUNNING, started_at=now)
+
+    page = chromium_page
+    _sign_in(page, daphne_server.url, "bob")
+    page.goto(f"{daphne_server.url}/judge/debates/{debate.pk}/")
+    page.wait_for_function("document.querySelectorAll('article.turn').length === 2")
+
+    first, second = page.locator("article.turn").nth(0), page.locator("article.turn").nth(1)
+    assert "Debater for A" in first.locator("header").inner_text()
+    assert first.locator(".body").inner_text().strip() == "For the second stored answer, and"
+    assert first.locator(".badge-cut").count() == 1 and second.locator(".badge-cut").count() == 0
+    assert "Debater for B" in second.locator("header").inner_text()
+    assert "answer-a" in (first.get_attribute("class") or "")
+    html = page.content()
+    assert "side-0" not in html and "side-1" not in html
+    assert "not over yet" in page.locator("#verdict-closed").inner_text()
+    assert page.locator("#submit-verdict").is_disabled()
+
+    Debate.objects.filter(pk=debate.pk).update(status=Debate.Status.FINISHED, finished_at=timezone.now())
+    worker_loop.run(DebateStream(debate.pk).status("finished"))
+
+    page.wait_for_selector("#verdict-closed", state="detached", timeout=20_000)
+    assert page.locator("#submit-verdict").is_enabled()

@@ -112,6 +112,26 @@ def test_it_runs_the_cpu_stack_without_gpu_services_by_default() -> None:
     assert sorted(out.stdout.split()) == ["postgres", "redis", "web", "worker"]
 
 
+def test_it_puts_two_daphne_processes_behind_one_proxy_address_with_the_scale_file() -> None:
+    out = _config("-f", str(DOCKER / "compose.scale.yaml"), SECRET_KEY="k", POSTGRES_PASSWORD="p")
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)["services"]
+    assert {"proxy", "web", "web2", "worker"} <= set(resolved)
+    # One published address: the proxy's. Both web processes run the same app on the same stores.
+    assert [p["target"] for p in resolved["proxy"]["ports"]] == [8080]
+    assert not resolved["web"].get("ports") and not resolved["web2"].get("ports")
+    assert resolved["web2"]["environment"] == resolved["web"]["environment"]
+    for name in ("web", "web2"):
+        assert "daphne --proxy-headers" in _flat(resolved[name]["command"]).replace("-m daphne", "daphne")
+    # Only web migrates; web2 starts once web is healthy.
+    assert "migrate" not in _flat(resolved["web2"]["command"])
+    assert resolved["web2"]["depends_on"]["web"]["condition"] == "service_healthy"
+    nginx = (DOCKER / "nginx.conf").read_text()
+    assert "server web:8000;" in nginx and "server web2:8000;" in nginx
+    assert "proxy_set_header Upgrade $http_upgrade;" in nginx  # WebSockets pass through
+    assert any("nginx.conf" in str(v.get("source", "")) for v in resolved["proxy"]["volumes"])
+
+
 def test_it_refuses_to_start_without_a_secret_key() -> None:
     out = _config(POSTGRES_PASSWORD="p")
     assert out.returncode != 0

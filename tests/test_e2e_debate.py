@@ -14,6 +14,8 @@ from arena import services
 from arena.asgi import application
 from arena.engine.protocol import Limits
 from arena.models import Debate
+from judging.judge_view import judge_view
+from judging.models import Assignment
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -76,7 +78,7 @@ async def _watch(debate_id: int, headers: list[tuple[bytes, bytes]]) -> tuple[Wa
             connected, _ = await late.ws.connect()
             assert connected
             await late.next(timeout=10)
-    assert late is not None, "the late client never joined"
+    assert late is not None, f"the late client never joined (turn 2 streamed {first.seq.get(2, 0)} delta(s))"
     while late.status not in ("finished", "failed"):
         await late.next(timeout=30)
     await first.ws.disconnect()
@@ -96,7 +98,9 @@ def test_it_runs_a_debate_on_a_worker_and_streams_every_token(celery_worker_proc
     first, late = async_to_sync(_watch)(debate.pk, ws_headers(bob))
     debate.refresh_from_db()
     assert debate.status == Debate.Status.FINISHED, debate.error
-    stored = {t.index: t.text for t in debate.turns.all()}
+    # bob gets turns numbered in his own transcript's order (judging/judge_view.py).
+    view = judge_view(debate, Assignment.objects.get(debate=debate, judge=bob).shown_first)
+    stored = {view.place(t.index): t.text for t in debate.turns.all()}
     assert sorted(stored) == [0, 1, 2, 3]
     assert all(stored.values()), "every speech has text"
     # The first client saw everything live; the late one joined mid-turn and ends identical.

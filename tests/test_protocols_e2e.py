@@ -41,7 +41,10 @@ def test_it_runs_every_protocol_on_the_embedded_model(question, profile) -> None
     assert all(t.text.strip() for ts in turns.values() for t in ts), "every speech has text"
     assert all(len(t.prompt_hash) == 64 and "concession" in t.meta for ts in turns.values() for t in ts)
 
-    assert [(t.round, t.side) for t in turns["debate"]] == [(1, 0), (1, 1)]
+    # The debater drawn to speak first (Debate.first_side, from the seed) speaks first in every round.
+    for name in ("debate", "interactive"):
+        first = debates[name].first_side
+        assert [t.side for t in turns[name]] == [first, 1 - first] * debates[name].rounds, name
 
     side = draw_consultant_side(debates["consultancy"].seed)
     assert debates["consultancy"].settings["consultant_side"] == side
@@ -65,4 +68,5 @@ def test_it_runs_every_protocol_on_the_embedded_model(question, profile) -> None
     second_round = [t for t in turns["interactive"] if t.round == 2]
     assert len(second_round) == 2
     for turn in second_round:
-        assert asked.text in turn.prompt[-1]["content"]
+        last_user = [m for m in turn.prompt if m["role"] == "user"][-1]
+        assert asked.text in last_user["content"]

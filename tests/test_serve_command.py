@@ -1,5 +1,5 @@
 """`manage.py serve`, what `make run` ends with: the embedded Redis, a Celery worker and Daphne on
-SQLite, as real processes; SIGTERM stops them all."""
+SQLite, as real processes; a killed worker is started again; SIGTERM stops them all."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
 
 
-def test_serve_runs_web_worker_and_embedded_redis_and_stops_them(tmp_path: Path) -> None:
+def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_stops_them(tmp_path: Path) -> None:
     web_port, redis_port = _free_port(), _free_port()
     env = {
         k: v for k, v in os.environ.items()
@@ -78,6 +78,21 @@ def test_serve_runs_web_worker_and_embedded_redis_and_stops_them(tmp_path: Path)
         worker_env = _environ(workers[0])
         assert worker_env["GOMP_SPINCOUNT"] == "5000"
         assert worker_env["REDIS_URL"] == f"redis://127.0.0.1:{redis_port}/0"
+
+        # A crashed worker is started again while the web stays up.
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=5).status_code == 200
+            again = [pid for pid, cmd in _children(serve.pid).items() if "celery" in cmd and "worker" in cmd]
+            if again and again != workers:
+                break
+            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert "celery worker exited with -9; starting it again" in (tmp_path / "serve.log").read_text()
+        children = _children(serve.pid)
+
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # every child stopped and reaped

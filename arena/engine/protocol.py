@@ -23,6 +23,13 @@ protocol                  who speaks                                      the ju
 ``naive``                 nobody                                          question and answers only
 ``expert``                nobody                                          question, answers, the source
 ========================  ==============================================  ==============================
+
+Speaking order: in the two-debater protocols (``debate``, ``interactive``, ``open-debate``) the
+debater for answer ``first_side`` speaks first in every round (round 1's simultaneous openings are
+indexed in that order too). ``first_side`` is drawn per debate when it is created
+(:func:`draw_first_side`, stored as ``Debate.first_side``), so a judge who knows the protocol cannot
+tell from the order of speeches which answer is stored first. Consultancies have one speaker and
+the blind protocols none, so order does not arise there.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 
@@ -283,6 +290,13 @@ def draw_consultant_side(seed: int) -> int:
     return random.Random(f"consultant-side:{seed}").randrange(2)
 
 
+def draw_first_side(seed: int) -> int:
+    """The answer whose debater speaks first in every round, drawn from the debate's seed when the
+    debate is created (stored as ``Debate.first_side``); the same in every process, and independent
+    of :func:`draw_consultant_side`."""
+    return random.Random(f"first-side:{seed}").randrange(2)
+
+
 # --- Protocols ----------------------------------------------------------------------------------
 
 
@@ -311,9 +325,20 @@ class Protocol:
     open_choice: ClassVar[bool] = False
     limits: Limits
     rules: JudgingRules = field(default_factory=JudgingRules)
+    # The answer whose debater speaks first in every round (``Debate.first_side``, drawn at creation
+    # by :func:`draw_first_side`); protocols with one speaker or none ignore it.
+    first_side: int = 0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.first_side, bool) or self.first_side not in (0, 1):
+            raise ProtocolError("first_side must be 0 or 1")
 
     def steps(self) -> list[list[Slot]]:
         raise NotImplementedError
+
+    def speaking_order(self) -> tuple[int, int]:
+        """The two answers in the order their debaters speak within a round."""
+        return (self.first_side, 1 - self.first_side)
 
     def slots(self) -> list[Slot]:
         return [slot for step in self.steps() for slot in step]
@@ -346,6 +371,14 @@ class Protocol:
         """Committed speeches a verdict needs (the judging rules, capped at the total)."""
         return self.rules.required_turns(self.total_turns())
 
+    def scoring_rules(self) -> JudgingRules:
+        """The rules a verdict is scored by. The per-round penalty prices the judge's choice to wait
+        for another round, so it applies only where a verdict was possible before the end
+        (``min_turns`` below the number of speeches); otherwise the penalty is 0."""
+        if self.rules.turn_penalty and self.required_turns() >= self.total_turns():
+            return replace(self.rules, turn_penalty=0.0)
+        return self.rules
+
     def judge_sees_source(self) -> bool:
         return False
 
@@ -376,17 +409,20 @@ class Protocol:
 class DebateProtocol(Protocol):
     """Two debaters, opposite answers. Round 1 is simultaneous: neither sees the other's opening.
 
-    Later rounds are sequential (side 0, then side 1) and each speaker sees every earlier speech.
+    Later rounds are sequential and each speaker sees every earlier speech. In every round the
+    debater for answer ``first_side`` speaks first (holds the lower index), so the order of speeches
+    says nothing about which answer is stored first.
     """
 
     name: ClassVar[str] = "debate"
     title: ClassVar[str] = "Debate"
 
     def steps(self) -> list[list[Slot]]:
-        steps: list[list[Slot]] = [[Slot(0, 1, 0, ()), Slot(1, 1, 1, ())]]
+        first, second = self.speaking_order()
+        steps: list[list[Slot]] = [[Slot(0, 1, first, ()), Slot(1, 1, second, ())]]
         index = 2
         for rnd in range(2, self.limits.rounds + 1):
-            for side in (0, 1):
+            for side in (first, second):
                 steps.append([Slot(index, rnd, side, tuple(range(index)))])
                 index += 1
         return steps
@@ -516,12 +552,17 @@ def recorded_choice(settings: Mapping[str, object]) -> int | None:
     raise ProtocolError("open_choice.side must be 0 or 1")
 
 
-def make_protocol(name: str, settings: Mapping[str, object], *, seed: int | None = None) -> Protocol:
+def make_protocol(
+    name: str, settings: Mapping[str, object], *, seed: int | None = None, first_side: int = 0
+) -> Protocol:
     """The protocol ``name`` for a debate with these settings (and this seed, if it has one).
 
     A consultancy's answer comes from ``settings["consultant_side"]`` or, when that is empty and
     the seed is given, from :func:`draw_consultant_side`; an open protocol's from the recorded
     choice. Without either the protocol can still count its speeches but not schedule them.
+    ``first_side`` is the debate's ``first_side``: the answer whose debater speaks first in each
+    round of a two-debater protocol (pass it wherever slots are scheduled or checked; counting
+    speeches does not need it).
     """
     try:
         cls = PROTOCOLS[name]
@@ -530,15 +571,15 @@ def make_protocol(name: str, settings: Mapping[str, object], *, seed: int | None
     parsed = ProtocolSettings.from_settings(settings)
     limits = parsed.core()
     if issubclass(cls, OpenConsultancyProtocol):
-        return cls(limits=limits, rules=parsed.rules, side=recorded_choice(settings))
+        return cls(limits=limits, rules=parsed.rules, first_side=first_side, side=recorded_choice(settings))
     if issubclass(cls, ConsultancyProtocol):
         side = parsed.consultant_side
         if side is None and seed is not None:
             side = draw_consultant_side(seed)
-        return cls(limits=limits, rules=parsed.rules, side=side)
+        return cls(limits=limits, rules=parsed.rules, first_side=first_side, side=side)
     if issubclass(cls, OpenDebateProtocol):
-        return cls(limits=limits, rules=parsed.rules, chosen_side=recorded_choice(settings))
-    return cls(limits=limits, rules=parsed.rules)
+        return cls(limits=limits, rules=parsed.rules, first_side=first_side, chosen_side=recorded_choice(settings))
+    return cls(limits=limits, rules=parsed.rules, first_side=first_side)
 
 
 def protocol_choices() -> list[tuple[str, str]]:

@@ -41,6 +41,11 @@ def register_backend(name: str, dotted_path: str) -> None:
     BACKENDS[name] = dotted_path
 
 
+def backend_names() -> list[str]:
+    """The names of every registered backend (built in and ``ARENA_BACKENDS``), without importing one."""
+    return sorted({**BACKENDS, **_extra_backends()})
+
+
 def backend_class(name: str) -> type[ModelAPI]:
     registry = {**BACKENDS, **_extra_backends()}
     try:
@@ -76,4 +81,4 @@ def forget_backends() -> None:
         _instances.clear()
 
 
-__all__ = ["BACKENDS", "BackendError", "BackendSpec", "ModelAPI", "backend_class", "forget_backends", "get_backend", "register_backend"]
+__all__ = ["BACKENDS", "BackendError", "BackendSpec", "ModelAPI", "backend_class", "backend_names", "forget_backends", "get_backend", "register_backend"]

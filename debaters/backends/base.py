@@ -47,12 +47,13 @@ class SamplingParams:
         return params
 
     def validate(self) -> None:
+        """The ranges every backend shares; a value outside is a :class:`LimitError` naming it."""
         if not 1 <= self.max_tokens <= 32768:
-            raise ValueError("max_tokens must be between 1 and 32768")
+            raise LimitError("max_tokens", (1, 32768), "max_tokens must be between 1 and 32768")
         if not 0.0 <= self.temperature <= 5.0:
-            raise ValueError("temperature must be between 0 and 5")
+            raise LimitError("temperature", (0.0, 5.0), "temperature must be between 0 and 5")
         if not 0.0 < self.top_p <= 1.0:
-            raise ValueError("top_p must be in (0, 1]")
+            raise LimitError("top_p", (0.0, 1.0), "top_p must be in (0, 1]")
 
     def replace(self, **changes: object) -> SamplingParams:
         from dataclasses import replace
@@ -62,8 +63,20 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class GenerateRequest:
+    """One chat request.
+
+    When the last message is the assistant's, the backend *continues* it (assistant-message
+    prefill): the model's reply starts with that text, and the deltas and ``Final.text`` hold only
+    what the model added after it. Otherwise the reply is a new assistant message.
+    """
+
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+
+
+def continues_reply(messages: Sequence[ChatMessage]) -> bool:
+    """Whether ``messages`` ask the model to continue their last (assistant) message; see :class:`GenerateRequest`."""
+    return bool(messages) and messages[-1]["role"] == "assistant"
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,64 @@ class BackendError(Exception):
         super().__init__(message)
         self.message = message
         self.permanent = permanent
+
+
+class LimitError(ValueError):
+    """Sampling parameters that a backend, or the server behind it, would refuse.
+
+    ``parameter`` names the field (``temperature``, ``max_tokens``, ``stop``) and ``limit`` the bound it
+    broke; the message says both and where the bound comes from, for the person editing the profile.
+    """
+
+    def __init__(self, parameter: str, limit: object, message: str) -> None:
+        super().__init__(message)
+        self.parameter = parameter
+        self.limit = limit
+        self.message = message
+
+
+@dataclass(frozen=True)
+class BackendLimits:
+    """What one backend and the engine or server behind it accept; built by :mod:`debaters.backends.limits`.
+
+    ``max_tokens`` bounds a request's ``max_tokens`` (a server's context length, say); ``empty_stop`` is
+    whether an empty stop string is accepted (vLLM refuses one); ``max_logprobs`` is the most top
+    logprobs the server returns. ``source`` names whose limits these are and ``max_tokens_source`` where
+    ``max_tokens`` comes from, for error messages (each message names only its own parameter, so a
+    form can put it on that field).
+    """
+
+    backend: str
+    source: str = "this project"
+    max_temperature: float = 5.0
+    max_tokens: int = 32768
+    max_tokens_source: str = ""
+    empty_stop: bool = True
+    max_logprobs: int | None = None
+
+    def check(self, params: SamplingParams) -> None:
+        """Raise :class:`LimitError` for the first parameter of ``params`` outside these limits."""
+        accepts = f"the most the {self.backend} backend accepts"
+        if params.temperature > self.max_temperature:
+            raise LimitError(
+                "temperature",
+                self.max_temperature,
+                f"temperature {params.temperature:g} is above {self.max_temperature:g}, {accepts} "
+                f"(a limit of {self.source})",
+            )
+        if params.max_tokens > self.max_tokens:
+            raise LimitError(
+                "max_tokens",
+                self.max_tokens,
+                f"max_tokens {params.max_tokens} is above {self.max_tokens}, {accepts} "
+                f"({self.max_tokens_source or f'a limit of {self.source}'})",
+            )
+        if not self.empty_stop and any(not s for s in params.stop):
+            raise LimitError(
+                "stop",
+                "no empty string",
+                f"stop contains an empty string, which the {self.backend} backend refuses (a limit of {self.source})",
+            )
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,26 @@ Spec options (``BackendSpec.options``):
     ``{"chat_template_kwargs": {...}}`` for vLLM. ``messages`` and ``stream`` cannot be overridden.
 ``max_logprobs`` (int, default 20)
     Upper bound for ``top_logprobs`` in :meth:`OpenAIBackend.choice_probs`; lower it to the server's cap.
+``max_model_len`` (int, optional)
+    The server's context length (``vllm serve --max-model-len``; compose sets 8192). vLLM answers 400
+    to a ``max_tokens`` above it, so a profile asking for more is refused when it is saved
+    (:mod:`debaters.backends.limits`). A ``max_tokens`` above what is left after the prompt is fine:
+    the server clamps it.
 
 Server quirks worth knowing:
 
 * vLLM 0.33 silently ignores the old ``guided_json`` / ``guided_choice`` / ``guided_regex`` fields; use
   ``structured_outputs`` in ``extra_body`` instead.
 * vLLM rejects ``top_logprobs`` above its ``--max-logprobs`` (default 20); OpenAI caps it at 20 as well.
+* vLLM 0.33 answers 400 to a temperature above 2 ("temperature must be in [0, 2]"), to an empty stop
+  string ("stop cannot contain an empty string") and to ``max_tokens`` above ``--max-model-len``;
+  OpenAI's API refuses temperatures above 2 too. Requests drop empty stop strings, and anything else
+  outside :meth:`OpenAIOptions.limits` is a permanent :class:`BackendError` before it is sent.
+* vLLM lists the *sampled* token first in ``top_logprobs`` and then the top entries, so at a
+  temperature above 0 a token sampled from outside the top k pushes the k-th out, differently on
+  every call. :meth:`OpenAIBackend.choice_probs` therefore asks at temperature 0, where the sampled
+  token is the top one (the logprobs are the model's own either way: vLLM reports them before
+  temperature by default).
 * ``transformers serve`` ignores ``logprobs``/``top_logprobs`` (so :meth:`choice_probs` cannot work there:
   use the transformers backend for AI judging), ignores ``stream_options`` but still reports usage in
   its last chunk, and never sends ``data: [DONE]``. A stream is therefore complete once a choice carried
@@ -59,19 +73,24 @@ import httpx
 
 from debaters.backends.base import (
     BackendError,
+    BackendLimits,
     BackendSpec,
     ChatMessage,
     Delta,
     Final,
     GenerateRequest,
+    LimitError,
     ModelAPI,
     SamplingParams,
     StreamItem,
+    continues_reply,
 )
 
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_COOLDOWN_S = 30.0
 MAX_TOP_LOGPROBS = 20
+# vLLM 0.33's server and OpenAI's API: "temperature must be in [0, 2]".
+MAX_SERVER_TEMPERATURE = 2.0
 
 # Statuses worth trying again: the server is overloaded, restarting or timed out, not refusing the request.
 _TRANSIENT_STATUSES = frozenset({408, 409, 425, 429})
@@ -92,6 +111,7 @@ class OpenAIOptions:
     cooldown_s: float = DEFAULT_COOLDOWN_S
     extra_body: Mapping[str, object] | None = None
     max_logprobs: int = MAX_TOP_LOGPROBS
+    max_model_len: int | None = None
 
     @classmethod
     def from_spec(cls, spec: BackendSpec) -> OpenAIOptions:
@@ -133,6 +153,15 @@ class OpenAIOptions:
         if not isinstance(max_logprobs, int) or isinstance(max_logprobs, bool) or max_logprobs < 1:
             raise BackendError("openai backend: `max_logprobs` must be a positive integer", permanent=True)
 
+        max_model_len = opts.get("max_model_len")
+        if max_model_len is not None and (
+            not isinstance(max_model_len, int) or isinstance(max_model_len, bool) or max_model_len < 2
+        ):
+            raise BackendError(
+                "openai backend: `max_model_len` must be the server's context length in tokens (an integer >= 2)",
+                permanent=True,
+            )
+
         return cls(
             base_urls=tuple(urls),
             api_key_env=api_key_env,
@@ -140,6 +169,21 @@ class OpenAIOptions:
             cooldown_s=_positive_float(opts, "cooldown_s", DEFAULT_COOLDOWN_S, allow_zero=True),
             extra_body=extra_body,
             max_logprobs=max_logprobs,
+            max_model_len=max_model_len,
+        )
+
+    def limits(self) -> BackendLimits:
+        """What the server accepts (see :mod:`debaters.backends.limits`)."""
+        context = self.max_model_len
+        context_source = "the server's context length: option max_model_len, vllm serve --max-model-len"
+        return BackendLimits(
+            "openai",
+            source="vLLM 0.33's server and OpenAI's API",
+            max_temperature=MAX_SERVER_TEMPERATURE,
+            max_tokens=BackendLimits.max_tokens if context is None else context,
+            max_tokens_source="" if context is None else context_source,
+            empty_stop=False,
+            max_logprobs=min(MAX_TOP_LOGPROBS, self.max_logprobs),
         )
 
 
@@ -211,6 +255,7 @@ class OpenAIBackend(ModelAPI):
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
         self.options = OpenAIOptions.from_spec(spec)
+        self.limits = self.options.limits()
         self._balancer = _Balancer(self.options.base_urls, self.options.cooldown_s)
         # httpx clients hold connections bound to the event loop that opened them, and a worker may run
         # several loops over the life of this (cached) instance: one client per loop.
@@ -265,18 +310,19 @@ class OpenAIBackend(ModelAPI):
     async def choice_probs(self, messages: Sequence[ChatMessage], labels: Sequence[str]) -> list[float]:
         """Probability of each label as the first answer token, from the server's ``top_logprobs``.
 
-        Sends one non-streaming request (``max_tokens=1``, ``logprobs=true``, ``top_logprobs`` = at most 20 and
-        at most ``max_logprobs``), sums the probabilities of the top tokens equal to each label once
+        Sends one greedy non-streaming request (``max_tokens=1``, ``temperature=0``, ``logprobs=true``,
+        ``top_logprobs`` = at most 20 and at most ``max_logprobs``), sums the probabilities of the top tokens equal to each label once
         whitespace is stripped, and renormalises over the labels. Raises a permanent :class:`BackendError`
         when the server returns no logprobs or none of the labels is among the top tokens.
         """
         if not labels:
             raise BackendError("choice_probs needs at least one label", permanent=True)
-        # temperature 1 and top_p 1: servers that report processed logprobs then report the model's own.
-        params = SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0)
+        # Greedy: vLLM lists the sampled token first, so above temperature 0 an off-top sample would push
+        # the k-th entry out (see the module docstring). top_p 1: nothing is cut from what is reported.
+        params = SamplingParams(max_tokens=1, temperature=0.0, top_p=1.0)
         body = self._body(tuple(messages), params, stream=False)
         body["logprobs"] = True
-        body["top_logprobs"] = min(MAX_TOP_LOGPROBS, self.options.max_logprobs)
+        body["top_logprobs"] = self.limits.max_logprobs
         async with self._post(body) as (response, url):
             try:
                 raw = await response.aread()
@@ -351,6 +397,15 @@ class OpenAIBackend(ModelAPI):
         return headers
 
     def _body(self, messages: Sequence[ChatMessage], params: SamplingParams, *, stream: bool) -> dict[str, object]:
+        """The request body; sampling outside :attr:`limits` is a permanent :class:`BackendError`, unsent."""
+        params = params.replace(stop=tuple(s for s in params.stop if s))  # the server refuses empty ones
+        try:
+            params.validate()
+            self.limits.check(params)
+        except LimitError as exc:
+            raise BackendError(f"openai backend: {exc.message}", permanent=True) from exc
+        except ValueError as exc:
+            raise BackendError(f"openai backend: {exc}", permanent=True) from exc
         body: dict[str, object] = {
             "model": self.spec.model,
             "messages": [{"role": m["role"], "content": m["content"]} for m in messages],
@@ -362,6 +417,11 @@ class OpenAIBackend(ModelAPI):
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if continues_reply(messages):
+            # Assistant-message prefill (base.GenerateRequest), as vLLM's chat completions take it. A
+            # server without these parameters refuses them (400, permanent) or replies afresh.
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
         if stream:
             body["stream"] = True
             body["stream_options"] = {"include_usage": True}

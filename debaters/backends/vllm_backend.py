@@ -46,19 +46,36 @@ at once with a permanent :class:`BackendError` that names the fix: a worker with
 per GPU) or ``--pool=threads`` (the engine is shared by the worker's tasks), or ``vllm serve`` with
 the ``openai`` backend. A missing vllm is a permanent error naming the install command.
 
-Errors: the engine failing to load is permanent (fix the profile or the machine). When an
-``LLM.chat`` over several requests raises, each request is run alone once, so a single bad request
-(a prompt longer than ``max_model_len``, say) fails alone with a permanent error and the others
-complete; any other failure of a lone request is transient.
+Worker processes. vLLM 0.33 starts its engine core (and, with tensor parallelism, its GPU workers)
+with ``VLLM_WORKER_MULTIPROC_METHOD``, ``fork`` by default outside ``vllm serve``. Forking a process
+that runs other threads (a Celery worker's pool, its event loop, the tokenizer's) can deadlock the
+child on a lock some thread held, so the engine thread sets the method to ``spawn`` before importing
+vLLM unless the environment already names one (and logs a warning when it names ``fork``).
+
+Errors, classified as vLLM 0.33's own server does (``create_error_response``): the engine failing to
+load is permanent (fix the profile or the machine). ``vllm.exceptions.VLLMClientError`` (its
+``VLLMValidationError``: a prompt longer than ``max_model_len``, a bad sampling value, more logprobs
+than ``max_logprobs``) is permanent, and so are the raw ``ValueError``/``TypeError``/``OverflowError``,
+``NotImplementedError`` and chat-template errors vLLM still maps to 4xx; its ``GracefulHTTPError``
+(queue full) and ``VLLMServerError`` are transient, like anything else. In 0.33
+``VLLMValidationError`` is *not* a ``ValueError``: it derives from ``VLLMClientError`` ->
+``VLLMError`` -> ``Exception``. One bad request makes the whole ``LLM.chat`` fail before generating,
+so when a call over several requests fails with a permanent error the batch is split in halves and
+each half run again: the bad request ends alone with its permanent error after about 2·log2(n)
+calls, and the others complete in batches. A transient failure of a whole call fails every request
+in it transiently (retried by the wrapper). When the engine died (``EngineDeadError``) the engine
+thread ends after failing its requests, and the next request starts a new engine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import math
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -67,11 +84,13 @@ from dataclasses import dataclass, field
 
 from debaters.backends.base import (
     BackendError,
+    BackendLimits,
     BackendSpec,
     ChatMessage,
     Delta,
     Final,
     GenerateRequest,
+    LimitError,
     ModelAPI,
     SamplingParams,
     StreamItem,
@@ -88,8 +107,17 @@ WORKER_HINT = (
     "or serve the model with `vllm serve` and give the profile the openai backend"
 )
 MAX_TOP_LOGPROBS = 20
-# vLLM refuses temperatures above 2; ours go to 5.
+# vLLM 0.33's SamplingParams._verify_args: "temperature must be in [0, 2]" and "stop cannot contain
+# an empty string" (ours allow temperatures up to 5).
 MAX_VLLM_TEMPERATURE = 2.0
+VLLM_LIMITS = BackendLimits(
+    "vllm",
+    source="vLLM 0.33's SamplingParams",
+    max_temperature=MAX_VLLM_TEMPERATURE,
+    empty_stop=False,
+)
+# How vLLM starts its engine core process; see "Worker processes" in the module docstring.
+MULTIPROC_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
 _ROLES = frozenset({"system", "user", "assistant"})
 _RESERVED_ENGINE_ARGS = frozenset({"model"})
 _REFUSED_ENGINE_ARGS = frozenset({"trust_remote_code"})
@@ -169,6 +197,10 @@ class VLLMOptions:
             raise BackendError(f"bad vllm backend option: {exc}", permanent=True) from exc
         return cls(tp, util, max_len, str(dtype), max_logprobs, eager, wait, dict(engine_args))
 
+    def limits(self) -> BackendLimits:
+        """What this engine accepts (see :mod:`debaters.backends.limits`)."""
+        return dataclasses.replace(VLLM_LIMITS, max_logprobs=self.max_logprobs)
+
 
 def _int(value: object, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
@@ -215,18 +247,17 @@ def vllm_sampling_kwargs(params: SamplingParams) -> dict[str, object]:
 
     Everything that changes what is sampled is explicit, so a model's generation_config cannot
     supply a default (top_k, repetition penalty, ...). Stop strings are excluded from the text, as in
-    the other backends. A temperature vLLM refuses (> 2) is a permanent :class:`BackendError`.
+    the other backends; empty ones are dropped (vLLM refuses them). Anything else outside
+    :data:`VLLM_LIMITS` (a temperature above 2) is a permanent :class:`BackendError`.
     """
+    stop = [s for s in params.stop if s]
     try:
         params.validate()
+        VLLM_LIMITS.check(params.replace(stop=tuple(stop)))
+    except LimitError as exc:
+        raise BackendError(f"vllm backend: {exc.message}", permanent=True) from exc
     except ValueError as exc:
         raise BackendError(str(exc), permanent=True) from exc
-    if params.temperature > MAX_VLLM_TEMPERATURE:
-        raise BackendError(
-            f"vllm backend: temperature {params.temperature:g} is above vLLM's limit of {MAX_VLLM_TEMPERATURE:g}",
-            permanent=True,
-        )
-    stop = [s for s in params.stop if s]
     return {
         "n": 1,
         "max_tokens": params.max_tokens,
@@ -248,11 +279,17 @@ def vllm_sampling_kwargs(params: SamplingParams) -> dict[str, object]:
 
 
 def choice_sampling_kwargs(max_logprobs: int) -> dict[str, object]:
-    """``vllm.SamplingParams`` for :meth:`VLLMBackend.choice_probs`: one token, the top logprobs, untempered."""
+    """``vllm.SamplingParams`` for :meth:`VLLMBackend.choice_probs`: one greedy token and the top logprobs.
+
+    Greedy because vLLM lists the *sampled* token first and then the top ``logprobs`` entries: a token
+    sampled from outside the top k adds an entry that changes from call to call. At temperature 0
+    the sampled token is the top one, so the entries are exactly the top k. The values are the
+    model's own (vLLM's default ``logprobs_mode`` is ``raw_logprobs``: before temperature).
+    """
     return {
         "n": 1,
         "max_tokens": 1,
-        "temperature": 1.0,
+        "temperature": 0.0,
         "top_p": 1.0,
         "top_k": 0,
         "min_p": 0.0,
@@ -359,6 +396,57 @@ def fork_hazard() -> str | None:
     return None
 
 
+# Raw exceptions vLLM 0.33's server still answers with a 4xx (create_error_response's fallback).
+_RAW_CLIENT_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, NotImplementedError)
+
+
+@dataclass(frozen=True)
+class VLLMErrorKinds:
+    """vLLM's exception classes, read from the installed vLLM when the engine loads.
+
+    ``client``: the request is wrong (``VLLMClientError``), permanent. ``graceful``: admission control
+    (``GracefulHTTPError``: queue full), transient. ``dead``: the engine is gone (``EngineDeadError``).
+    Before vLLM is imported all three are empty and only the raw exceptions below classify.
+    """
+
+    client: tuple[type[BaseException], ...] = ()
+    graceful: tuple[type[BaseException], ...] = ()
+    dead: tuple[type[BaseException], ...] = ()
+
+    def classify(self, exc: BaseException) -> BackendError:
+        """A failed ``LLM.chat`` as a :class:`BackendError`, permanent when vLLM blames the request."""
+        if isinstance(exc, BackendError):
+            return exc
+        if isinstance(exc, self.graceful):
+            permanent = False
+        elif isinstance(exc, self.client):
+            permanent = True
+        else:
+            template_error = any(c.__name__ == "TemplateError" for c in type(exc).__mro__)  # jinja2's, unimported
+            permanent = template_error or isinstance(exc, _RAW_CLIENT_ERRORS)
+        return BackendError(f"vLLM failed the request: {type(exc).__name__}: {exc}", permanent=permanent)
+
+    def is_dead(self, exc: BaseException) -> bool:
+        return isinstance(exc, self.dead)
+
+
+def choose_multiproc_method() -> str:
+    """Make vLLM start its processes with ``spawn`` unless the environment already chose; return the method.
+
+    vLLM 0.33 reads ``VLLM_WORKER_MULTIPROC_METHOD`` (default ``fork`` outside ``vllm serve``) when it
+    starts its engine core; forking a multi-threaded worker can deadlock the child.
+    """
+    method = os.environ.setdefault(MULTIPROC_ENV, "spawn")
+    if method != "spawn":
+        log.warning(
+            "%s=%s: vLLM will fork this multi-threaded worker to start its engine, which can deadlock; "
+            "unset it (the vllm backend then uses spawn) or set it to spawn",
+            MULTIPROC_ENV,
+            method,
+        )
+    return method
+
+
 # --------------------------------------------------------------------------------------------------
 # The engine thread.
 
@@ -415,10 +503,13 @@ class _Engine:
         self._inbox: collections.deque[_Job | _Stop] = collections.deque()
         self._ready = threading.Event()
         self.load_error: BackendError | None = None
+        # Why the engine died (EngineDeadError), once it did: the thread then ends after its batch.
+        self.dead: str | None = None
         # Sizes of the latest LLM.chat calls, for benchmarks and tests (bounded: a worker lives long).
         self.batches: collections.deque[int] = collections.deque(maxlen=10_000)
         self._llm: object | None = None
         self._sampling_cls: type | None = None
+        self._errors = VLLMErrorKinds()
         self._thread = threading.Thread(target=self._run, name=f"vllm-engine:{model}", daemon=True)
         self._thread.start()
 
@@ -471,22 +562,33 @@ class _Engine:
             live = [job for job in jobs if not job.abandoned()]
             if live:
                 self._run_batch(live)
-            if stopping:
+            if stopping or self.dead is not None:
                 break
+        reason = "the vllm backend was closed" if self.dead is None else self.dead
         for job in self._drain():
-            job.resolve(BackendError("the vllm backend was closed"))
+            job.resolve(BackendError(reason))
         self._llm = None
 
     def _load(self) -> None:
+        method = choose_multiproc_method()
         try:
-            import vllm  # noqa: PLC0415 - the heavy import happens on first use, in this thread
+            # Heavy imports on first use, in this thread: the web process and CPU workers never pay them.
+            import vllm  # noqa: PLC0415
+            import vllm.exceptions  # noqa: PLC0415
+            import vllm.v1.engine.exceptions  # noqa: PLC0415
         except ImportError as exc:
             raise BackendError(f"the vllm backend needs vLLM, which is not importable here ({exc}): {INSTALL_HINT}", permanent=True) from exc
+        self._errors = VLLMErrorKinds(
+            client=(vllm.exceptions.VLLMClientError,),
+            graceful=(vllm.exceptions.GracefulHTTPError,),
+            dead=(vllm.v1.engine.exceptions.EngineDeadError,),
+        )
         started = time.monotonic()
         kwargs = engine_kwargs(resolve_model(self._model), self._options)
         self._llm = vllm.LLM(**kwargs)
         self._sampling_cls = vllm.SamplingParams
-        log.info("vllm backend loaded %s in %.1f s", kwargs["model"], time.monotonic() - started)
+        seconds = time.monotonic() - started
+        log.info("vllm backend loaded %s in %.1f s (processes started with %s)", kwargs["model"], seconds, method)
 
     def _take(self, *, block: bool) -> tuple[list[_Job], bool, bool]:
         """(jobs, whether to stop, whether the inbox was empty so that this call waited)."""
@@ -509,13 +611,23 @@ class _Engine:
         try:
             outputs = self._chat(jobs)
         except Exception as exc:  # noqa: BLE001 - isolate the request that broke the batch
-            if len(jobs) == 1:
-                jobs[0].resolve(_classify(exc))
+            error = self._errors.classify(exc)
+            if self._errors.is_dead(exc):
+                self.dead = f"vLLM's engine died ({error.message}); the next request starts a new one"
+                error = BackendError(self.dead)
+            if len(jobs) == 1 or not error.permanent or self.dead is not None:
+                # A transient failure of a whole call is nobody's fault in particular: all retry.
+                for job in jobs:
+                    job.resolve(error)
                 return
-            log.warning("vllm backend: a batch of %d failed (%s); running its requests one by one", len(jobs), exc)
-            for job in jobs:
-                if not job.abandoned():
-                    self._run_batch([job])
+            # A request vLLM refuses fails the whole call before anything is generated: halve the
+            # batch until the bad request is alone, so the others still run in batches.
+            log.warning("vllm backend: a batch of %d failed (%s); splitting it to isolate the request", len(jobs), exc)
+            middle = len(jobs) // 2
+            for half in (jobs[:middle], jobs[middle:]):
+                live = [job for job in half if not job.abandoned()]
+                if live:
+                    self._run_batch(live)
             return
         for job, output in zip(jobs, outputs):
             try:
@@ -532,20 +644,28 @@ class _Engine:
     def _chat(self, jobs: list[_Job]) -> list[object]:
         assert self._llm is not None and self._sampling_cls is not None
         params = [self._sampling_cls(**job.sampling) for job in jobs]
-        outputs = list(self._llm.chat([job.conversation for job in jobs], sampling_params=params, use_tqdm=False))  # type: ignore[attr-defined]
-        if len(outputs) != len(jobs):
-            raise BackendError(f"vLLM returned {len(outputs)} outputs for {len(jobs)} requests")
+        # ``LLM.chat`` takes one continue_final_message for a call: prefilled conversations (a final
+        # assistant message, base.GenerateRequest) go in a call of their own.
+        outputs: list[object] = [None] * len(jobs)
+        for prefill in (False, True):
+            picked = [i for i, job in enumerate(jobs) if (job.conversation[-1]["role"] == "assistant") == prefill]
+            if not picked:
+                continue
+            part = list(
+                self._llm.chat(  # type: ignore[attr-defined]
+                    [jobs[i].conversation for i in picked],
+                    sampling_params=[params[i] for i in picked],
+                    use_tqdm=False,
+                    add_generation_prompt=not prefill,
+                    continue_final_message=prefill,
+                )
+            )
+            if len(part) != len(picked):
+                raise BackendError(f"vLLM returned {len(part)} outputs for {len(picked)} requests")
+            for i, output in zip(picked, part):
+                outputs[i] = output
         self.batches.append(len(jobs))
         return outputs
-
-
-def _classify(exc: BaseException) -> BackendError:
-    """A lone request's failure: validation errors (a prompt over the context, ...) are permanent."""
-    if isinstance(exc, BackendError):
-        return exc
-    # vLLM's VLLMValidationError subclasses ValueError; TypeError means a request it cannot take.
-    permanent = isinstance(exc, (ValueError, TypeError))
-    return BackendError(f"vLLM failed the request: {type(exc).__name__}: {exc}", permanent=permanent)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -608,8 +728,9 @@ class VLLMBackend(ModelAPI):
     async def choice_probs(self, messages: Sequence[ChatMessage], labels: Sequence[str]) -> list[float]:
         """Probability of each label as the first answer token, from vLLM's top logprobs (at most 20).
 
-        Sums the probabilities of the top tokens equal to each label once whitespace is stripped, and
-        renormalises over the labels; a permanent :class:`BackendError` when no label is among them.
+        Asks greedily (:func:`choice_sampling_kwargs`), so the entries are exactly the top ones. Sums the
+        probabilities of the top tokens equal to each label once whitespace is stripped, and renormalises
+        over the labels; a permanent :class:`BackendError` when no label is among them.
         """
         if not labels:
             raise BackendError("choice_probs needs at least one label", permanent=True)
@@ -676,9 +797,13 @@ class VLLMBackend(ModelAPI):
 
 __all__ = [
     "INSTALL_HINT",
+    "MULTIPROC_ENV",
+    "VLLM_LIMITS",
     "VLLMBackend",
+    "VLLMErrorKinds",
     "VLLMOptions",
     "choice_sampling_kwargs",
+    "choose_multiproc_method",
     "conversation",
     "engine_kwargs",
     "final_from_output",

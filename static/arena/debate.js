@@ -14,10 +14,22 @@
   let status = "";
   let socket = null;
   let retryMs = 500;
+  // A running debate that sends nothing for this long (the server says how long in its snapshot)
+  // is checked with a fresh snapshot, which reports "delayed" when its worker is gone.
+  let recheckMs = 60000;
+  let lastHeard = Date.now();
+  const LIMITED = 4429;
 
-  function labelFor(side) {
-    const label = config.sideLabels[String(side)];
-    const answer = config.sideAnswers ? config.sideAnswers[String(side)] : "";
+  // A judge's messages name the answer by the letter this judge sees (t.answer); a researcher's
+  // carry the stored side (t.side).
+  function letterOf(t) {
+    return t.answer !== undefined ? t.answer : config.sideLabels[String(t.side)];
+  }
+
+  function labelFor(t) {
+    const label = letterOf(t);
+    const texts = config.answerTexts || {};
+    const answer = t.answer !== undefined ? texts[t.answer] : (config.sideAnswers ? config.sideAnswers[String(t.side)] : "");
     const noun = config.speakerNoun || "Debater";
     return noun + " for " + label + (answer ? " (\u201c" + answer + "\u201d)" : "");
   }
@@ -29,17 +41,19 @@
     transcript.insertBefore(el, later || null);
   }
 
-  function turnElement(turn, round, side) {
+  function turnElement(t) {
+    const turn = t.turn;
     let entry = turns.get(turn);
     if (entry) return entry;
     const el = document.createElement("article");
-    el.className = "turn side-" + side;
+    el.className = "turn " + (t.answer !== undefined ? "answer-" + String(t.answer).toLowerCase() : "side-" + t.side);
     const head = document.createElement("header");
-    head.textContent = "Round " + round + " \u00b7 " + labelFor(side);
+    head.textContent = "Round " + t.round + " \u00b7 " + labelFor(t);
     const body = document.createElement("div");
     body.className = "body";
     el.append(head, body);
-    // Keep the transcript in turn order whatever order events arrive in.
+    // Keep the transcript in turn order whatever order events arrive in. A judge's turn numbers
+    // are already their own transcript's (a simultaneous round shows A first).
     insertOrdered(el, turn);
     entry = { el: el, head: head, body: body, seq: 0, final: false };
     turns.set(turn, entry);
@@ -69,7 +83,7 @@
   }
 
   function renderFinal(t) {
-    const entry = turnElement(t.turn, t.round, t.side);
+    const entry = turnElement(t);
     entry.final = true;
     entry.seq = t.seq || entry.seq;
     entry.el.classList.remove("streaming");
@@ -89,6 +103,15 @@
       badge.className = "badge badge-truncated";
       badge.textContent = "truncated";
       badge.title = "The speech went over the length limit and was cut at a word boundary.";
+      entry.head.append(" ", badge);
+    }
+    // Cut short at the token limit: the speaker did not get to say all of it, and the judge should know.
+    const cut = t.cut !== undefined ? t.cut : (t.meta && t.meta.cut);
+    if (cut && !entry.head.querySelector(".badge-cut")) {
+      const badge = document.createElement("span");
+      badge.className = "badge badge-cut";
+      badge.textContent = "cut";
+      badge.title = "The speech reached its length limit in tokens and was cut short.";
       entry.head.append(" ", badge);
     }
     const violations = t.violations || (t.meta && t.meta.violations) || [];
@@ -138,7 +161,12 @@
     if (!submit) return;
     const minTurns = config.minTurns === undefined ? totalTurns : config.minTurns;
     const early = minTurns < totalTurns && finalCount() >= minTurns && status !== "failed" && status !== "cancelled";
-    if (status === "finished" || early) submit.disabled = false;
+    if (status === "finished" || early) {
+      submit.disabled = false;
+      // "the debate is not over yet" and the like no longer hold.
+      const closed = document.getElementById("verdict-closed");
+      if (closed) closed.remove();
+    }
   }
 
   function setStatus(newStatus, detail) {
@@ -157,10 +185,11 @@
     if (transcript) transcript.replaceChildren();
     turns.clear();
     totalTurns = msg.debate.total_turns;
+    if (msg.debate.recheck_s) recheckMs = msg.debate.recheck_s * 1000;
     for (const q of questions.values()) renderQuestion(q);
     for (const t of msg.turns) renderFinal(t);
     for (const t of msg.inflight) {
-      const entry = turnElement(t.turn, t.round, t.side);
+      const entry = turnElement(t);
       entry.el.classList.add("streaming");
       entry.seq = t.seq;
       entry.body.textContent = t.text;
@@ -175,10 +204,11 @@
   function onMessage(event) {
     let msg;
     try { msg = JSON.parse(event.data); } catch (e) { return; }
+    lastHeard = Date.now();
     switch (msg.type) {
       case "snapshot": onSnapshot(msg); break;
       case "turn_start": {
-        const entry = turnElement(msg.turn, msg.round, msg.side);
+        const entry = turnElement(msg);
         if (!entry.final) entry.el.classList.add("streaming");
         break;
       }
@@ -199,6 +229,21 @@
     if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify(obj));
   }
 
+  function showLimited() {
+    const note = document.createElement("p");
+    note.className = "error ws-limited";
+    note.textContent = "Live updates stopped: this sign-in has too many pages of debates open, or this page " +
+      "sent too many requests. Close other tabs, then reload this page.";
+    if (transcript) transcript.before(note); else document.body.prepend(note);
+  }
+
+  setInterval(() => {
+    if ((status === "running" || status === "delayed") && Date.now() - lastHeard > recheckMs) {
+      lastHeard = Date.now();
+      send({ type: "snapshot" });
+    }
+  }, 5000);
+
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + config.wsPath);
@@ -206,6 +251,7 @@
     socket.onmessage = onMessage;
     socket.onclose = (ev) => {
       document.body.dataset.ws = "closed";
+      if (ev.code === LIMITED) showLimited();
       if (ev.code >= 4400 && ev.code < 4500) return; // refused: reconnecting will not help
       setTimeout(connect, retryMs);
       retryMs = Math.min(retryMs * 2, 10000);

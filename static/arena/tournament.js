@@ -1,5 +1,5 @@
 // Live progress of a tournament: polls its progress.json every two seconds and writes the numbers
-// into the page with textContent. Reloads once when the status changes, so the buttons match it.
+// (and the statuses of the debates listed on this page) into the page with textContent. Reloads once when the status changes, so the buttons match it.
 (function () {
   "use strict";
   const config = JSON.parse(document.getElementById("client-config").textContent);
@@ -27,6 +27,15 @@
     set("t-rate", p.tokens_per_s ? p.tokens_per_s.toFixed(1) : "–");
     set("t-tokens", p.completion_tokens); set("t-active", Math.round(p.active_s));
     set("t-eta", duration(p.eta_s));
+    // The debates on this page: their statuses change as the counters do.
+    Object.entries(p.debates || {}).forEach(function ([id, status]) {
+      const row = document.querySelector('tr[data-debate="' + CSS.escape(id) + '"]');
+      const cell = row && row.querySelector('[data-field="debate-status"]');
+      if (cell && cell.textContent !== status) {
+        cell.textContent = status;
+        cell.className = "status status-" + status;
+      }
+    });
   }
 
   async function poll() {

@@ -228,7 +228,7 @@ def test_it_sends_the_judge_page_only_the_agreed_client_config(  # type: ignore[
     assert match is not None
     config = json.loads(match.group(1))
     assert set(config) == {
-        "debateId", "wsPath", "sideLabels", "sideAnswers", "speakerNoun", "protocol", "transcript",
+        "debateId", "wsPath", "answerTexts", "speakerNoun", "protocol", "transcript",
         "minTurns", "totalTurns", "interactive", "judgeQuestions",
     }
 
@@ -247,10 +247,12 @@ def test_it_shows_the_judge_the_answers_in_the_assignments_order(  # type: ignor
 
     body = response.content.decode()
     first, second = answers[shown_first], answers[1 - shown_first]
-    assert f'<span class="tag side-{shown_first}">A</span> {html.escape(first)}</li>' in body
-    assert f'<span class="tag side-{1 - shown_first}">B</span> {html.escape(second)}</li>' in body
+    assert f'<span class="tag answer-a">A</span> {html.escape(first)}</li>' in body
+    assert f'<span class="tag answer-b">B</span> {html.escape(second)}</li>' in body
     assert body.index(html.escape(first)) < body.index(html.escape(second))
-    assert response.context["client_config"]["sideLabels"] == {str(shown_first): "A", str(1 - shown_first): "B"}
+    # Nothing on the page says which answer is stored first (that would leak a positional gold).
+    assert "side-0" not in body and "side-1" not in body and "sideLabels" not in body
+    assert response.context["client_config"]["answerTexts"] == {"A": first, "B": second}
 
 
 # --- Escaping ------------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 
 import pytest
 import pytest_asyncio
@@ -14,7 +16,9 @@ from django.utils import timezone
 
 from arena.asgi import application
 from arena.models import Debate, Turn
+from arena.ratelimit import WS_CLOSE_LIMITED
 from arena.streaming import DebateStream, inflight_key, redis_client
+from judging.models import Assignment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -164,6 +168,7 @@ async def test_it_sends_the_assigned_judge_a_snapshot_of_the_committed_turns_fir
     bob, finished_debate: Debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
 ) -> None:
     await _forget(clean_inflight, finished_debate.pk)
+    letter = await _letters(finished_debate.pk)
     comm = await connected(finished_debate.pk, "bob")
 
     snapshot = await comm.receive_json_from(timeout=TIMEOUT)
@@ -171,12 +176,16 @@ async def test_it_sends_the_assigned_judge_a_snapshot_of_the_committed_turns_fir
 
     assert snapshot["type"] == "snapshot"
     assert snapshot["debate"] == {
-        "id": finished_debate.pk, "status": "finished", "detail": "", "rounds": 1, "total_turns": 2,
+        "id": finished_debate.pk, "status": "finished", "detail": "", "rounds": 1, "total_turns": 2, "recheck_s": 60,
     }
-    assert [(t["turn"], t["round"], t["side"], t["text"]) for t in snapshot["turns"]] == [
-        (0, 1, 0, "Speech for answer 1."),
-        (1, 1, 1, "Speech for answer 2."),
+    # A judge gets the letters they see, never the stored side (tests/judging/test_judge_labels.py).
+    # The opening round is simultaneous, so the judge's A comes first, whichever side it argues.
+    first = 0 if letter[0] == "A" else 1
+    assert sorted((t["turn"], t["round"], t["answer"], t["text"]) for t in snapshot["turns"]) == [
+        (0, 1, "A", f"Speech for answer {first + 1}."),
+        (1, 1, "B", f"Speech for answer {2 - first}."),
     ]
+    assert not any("side" in t for t in snapshot["turns"])
     assert snapshot["inflight"] == []
 
 
@@ -224,7 +233,8 @@ async def test_it_sends_a_client_that_arrives_mid_turn_the_text_so_far_then_only
     await comm.disconnect()
 
     assert [t["turn"] for t in snapshot["turns"]] == [0, 1]
-    assert snapshot["inflight"] == [{"turn": 2, "seq": 2, "text": "Hello world", "round": 2, "side": 0}]
+    letter = await _letters(debate.pk)
+    assert snapshot["inflight"] == [{"turn": 2, "seq": 2, "text": "Hello world", "round": 2, "answer": letter[0]}]
     assert delta == {"type": "delta", "turn": 2, "seq": 3, "text": "!"}
     assert nothing_more
 
@@ -244,6 +254,23 @@ async def test_it_leaves_a_committed_turn_out_of_the_inflight_list(
 
     assert snapshot["inflight"] == []
     assert [t["turn"] for t in snapshot["turns"]] == [0, 1]
+
+
+async def _judge_and_researcher(debate_id: int) -> tuple[WebsocketCommunicator, WebsocketCommunicator]:
+    """bob (judge) and alice (researcher) connected to the debate, their snapshots read."""
+    judge = await connected(debate_id, "bob")
+    researcher = await connected(debate_id, "alice")
+    await judge.receive_json_from(timeout=TIMEOUT)
+    await researcher.receive_json_from(timeout=TIMEOUT)
+    return judge, researcher
+
+
+async def _letters(debate_id: int, judge: str = "bob") -> dict[int, str]:
+    """Stored side → the letter this judge sees."""
+    shown = await sync_to_async(
+        lambda: Assignment.objects.get(debate_id=debate_id, judge__username=judge).shown_first
+    )()
+    return {shown: "A", 1 - shown: "B"}
 
 
 def _commit_opening(debate: Debate) -> None:
@@ -279,12 +306,15 @@ async def test_it_relays_live_events_in_order_with_turn_and_sequence_numbers(
     nothing_more = await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
 
+    letter = await _letters(debate.pk)
+    # Round 1 is simultaneous: the judge's A comes first whichever side it is.
+    order = 0 if letter[0] == "A" else 1
     assert snapshot["turns"] == [] and snapshot["inflight"] == []
     assert events == [
-        {"type": "turn_start", "turn": 0, "round": 1, "side": 0},
-        {"type": "delta", "turn": 0, "seq": 1, "text": "First words."},
-        {"type": "delta", "turn": 0, "seq": 2, "text": " More."},
-        {"type": "turn_end", "turn": 0, "seq": 2, "text": "First words. More.", "round": 1, "side": 0},
+        {"type": "turn_start", "turn": order, "round": 1, "answer": letter[0]},
+        {"type": "delta", "turn": order, "seq": 1, "text": "First words."},
+        {"type": "delta", "turn": order, "seq": 2, "text": " More."},
+        {"type": "turn_end", "turn": order, "seq": 2, "text": "First words. More.", "round": 1, "answer": letter[0]},
     ]
     assert nothing_more
     assert await redis_client().hget(inflight_key(debate.pk), "0") is None
@@ -295,10 +325,7 @@ async def test_it_sends_every_client_of_the_debate_the_same_events(
 ) -> None:
     debate = await sync_to_async(make_debate)(judges=[bob])
     await _forget(clean_inflight, debate.pk)
-    judge = await connected(debate.pk, "bob")
-    researcher = await connected(debate.pk, "alice")
-    await judge.receive_json_from(timeout=TIMEOUT)
-    await researcher.receive_json_from(timeout=TIMEOUT)
+    judge, researcher = await _judge_and_researcher(debate.pk)
     stream = DebateStream(debate.pk, flush_ms=60_000)
 
     await stream.start_turn(1, 1, 1)
@@ -308,8 +335,17 @@ async def test_it_sends_every_client_of_the_debate_the_same_events(
     await judge.disconnect()
     await researcher.disconnect()
 
-    assert got[0] == got[1]
-    assert got[0][1] == {"type": "delta", "turn": 1, "seq": 1, "text": "Both see this."}
+    letter = await _letters(debate.pk)
+    # The same speech, labelled for each: the judge's letter and place, the researcher's stored side and index.
+    place = 0 if letter[1] == "A" else 1
+    assert got[0] == [
+        {"type": "turn_start", "turn": place, "round": 1, "answer": letter[1]},
+        {"type": "delta", "turn": place, "seq": 1, "text": "Both see this."},
+    ]
+    assert got[1] == [
+        {"type": "turn_start", "turn": 1, "round": 1, "side": 1},
+        {"type": "delta", "turn": 1, "seq": 1, "text": "Both see this."},
+    ]
 
 
 async def test_it_strips_the_status_detail_for_a_judge_but_not_for_a_researcher(
@@ -413,3 +449,146 @@ async def test_it_sends_a_fresh_snapshot_on_request(
     await comm.disconnect()
 
     assert again == first
+
+
+async def test_a_judge_gets_a_generic_reset_notice_and_no_quote_similarity(
+    bob, alice, make_debate, clean_inflight: list[int]  # type: ignore[no-untyped-def]
+) -> None:
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await _forget(clean_inflight, debate.pk)
+    judge, researcher = await _judge_and_researcher(debate.pk)
+    stream = DebateStream(debate.pk, flush_ms=60_000)
+    await stream.start_turn(0, 1, 0)
+    await stream.reset_turn(0, "openai: 502 Bad Gateway from http://10.0.0.7:8000/v1")
+    segments = [{"kind": "quote", "text": "an invented line", "verified": False, "similarity": 0.93, "start": 0, "end": 32}]
+    await stream.end_turn(0, {"text": "<quote>an invented line</quote>", "round": 1, "side": 0, "segments": segments})
+    to_judge = [await judge.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
+    to_researcher = [await researcher.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
+    await judge.disconnect()
+    await researcher.disconnect()
+
+    assert to_judge[1]["type"] == "turn_reset" and to_judge[1]["reason"] == "This speech is being generated again from the start."
+    assert to_researcher[1]["reason"].startswith("openai: 502")
+    assert to_judge[2]["segments"] == [{"kind": "quote", "text": "an invented line", "verified": False, "start": 0, "end": 32}]
+    assert to_researcher[2]["segments"][0]["similarity"] == 0.93
+    assert "502" not in json.dumps(to_judge) and "similarity" not in json.dumps(to_judge)
+
+# --- Crowds and limits ---------------------------------------------------------------------------
+
+SPECTATORS = 300
+CHUNKS = 60
+CROWD_TIMEOUT = 30
+
+
+async def _open(debate_id: int, cookie: bytes) -> WebsocketCommunicator:
+    comm = await communicator_for(debate_id, cookie)
+    ok, code = await comm.connect(timeout=CROWD_TIMEOUT)
+    assert ok, f"refused with {code}"
+    return comm
+
+
+async def _follow(comm: WebsocketCommunicator) -> list[dict[str, object]]:
+    """Everything after the snapshot, up to the final status."""
+    events: list[dict[str, object]] = []
+    while True:
+        event = await comm.receive_json_from(timeout=CROWD_TIMEOUT)
+        events.append(event)
+        if event["type"] == "status" and event["status"] == "finished":
+            return events
+
+
+@pytest.mark.timeout(300)
+async def test_it_delivers_every_message_in_order_to_hundreds_of_sockets_on_one_debate(  # type: ignore[no-untyped-def]
+    bob, make_debate, settings
+) -> None:
+    settings.ARENA_WS_SOCKETS_PER_SESSION = SPECTATORS
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await redis_client().delete(inflight_key(debate.pk))
+    cookie = await session_cookie("bob")
+    comms: list[WebsocketCommunicator] = []
+    for start in range(0, SPECTATORS, 50):
+        comms += await asyncio.gather(*(_open(debate.pk, cookie) for _ in range(start, min(start + 50, SPECTATORS))))
+    snapshots = await asyncio.gather(*(c.receive_json_from(timeout=CROWD_TIMEOUT) for c in comms))
+    assert {s["type"] for s in snapshots} == {"snapshot"}
+
+    chunks = [f"word{i} " for i in range(CHUNKS)]
+    stream = DebateStream(debate.pk, flush_ms=0)
+    followers = [asyncio.ensure_future(_follow(c)) for c in comms]
+    await stream.start_turn(0, 1, 0)
+    for chunk in chunks:
+        await stream.push(0, chunk)
+    text = "".join(chunks)
+    await stream.end_turn(0, {"round": 1, "side": 0, "text": text, "segments": [], "violations": [], "truncated": False, "meta": {}})
+    await stream.status("finished")
+    received = await asyncio.gather(*followers)
+    for comm in comms:
+        await comm.disconnect()
+
+    expected_types = ["turn_start"] + ["delta"] * CHUNKS + ["turn_end", "status"]
+    for events in received:
+        assert [e["type"] for e in events] == expected_types
+        deltas = [e for e in events if e["type"] == "delta"]
+        assert [e["seq"] for e in deltas] == list(range(1, CHUNKS + 1))  # in order, no gap, no repeat
+        assert "".join(str(e["text"]) for e in deltas) == text == events[-2]["text"]
+
+
+async def test_it_closes_a_socket_that_sends_too_many_frames(bob, finished_debate: Debate, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_WS_FRAMES_PER_MINUTE = 3
+    comm = await _open(finished_debate.pk, await session_cookie("bob"))
+    await comm.receive_json_from(timeout=CROWD_TIMEOUT)
+
+    for _ in range(3):
+        await comm.send_json_to({"type": "ping"})
+        assert await comm.receive_json_from(timeout=CROWD_TIMEOUT) == {"type": "pong"}
+    await comm.send_json_to({"type": "ping"})
+
+    closed = await comm.receive_output(timeout=CROWD_TIMEOUT)
+    assert closed == {"type": "websocket.close", "code": WS_CLOSE_LIMITED}
+
+
+async def test_it_limits_snapshot_requests_apart_from_other_frames(bob, finished_debate: Debate, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_WS_SNAPSHOTS_PER_MINUTE = 1
+    comm = await _open(finished_debate.pk, await session_cookie("bob"))
+    await comm.receive_json_from(timeout=CROWD_TIMEOUT)
+
+    await comm.send_json_to({"type": "snapshot"})
+    assert (await comm.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+    await comm.send_json_to({"type": "ping"})
+    assert await comm.receive_json_from(timeout=CROWD_TIMEOUT) == {"type": "pong"}
+    await comm.send_json_to({"type": "snapshot"})
+
+    assert await comm.receive_output(timeout=CROWD_TIMEOUT) == {"type": "websocket.close", "code": WS_CLOSE_LIMITED}
+
+
+async def test_it_caps_the_sockets_one_session_holds_and_frees_a_place_on_close(  # type: ignore[no-untyped-def]
+    bob, charlie, finished_debate: Debate, settings
+) -> None:
+    settings.ARENA_WS_SOCKETS_PER_SESSION = 2
+    cookie = await session_cookie("bob")
+    first, second = await _open(finished_debate.pk, cookie), await _open(finished_debate.pk, cookie)
+
+    third = await _open(finished_debate.pk, cookie)  # accepted, so that the page sees why it closes
+    assert await third.receive_output(timeout=CROWD_TIMEOUT) == {"type": "websocket.close", "code": WS_CLOSE_LIMITED}
+    # Another session of the same judge (another browser) has places of its own.
+    other = await _open(finished_debate.pk, await session_cookie("bob"))
+    assert (await other.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+
+    await first.disconnect()
+    again = await _open(finished_debate.pk, cookie)
+    assert (await again.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+    for comm in (second, other, again):
+        await comm.disconnect()
+
+
+async def test_it_shows_a_running_debate_whose_lease_expired_as_delayed(bob, make_debate) -> None:  # type: ignore[no-untyped-def]
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await sync_to_async(Debate.objects.filter(pk=debate.pk).update)(
+        status=Debate.Status.RUNNING, lease_owner="gone:1:x", lease_expires=timezone.now() - timedelta(seconds=5)
+    )
+    await redis_client().delete(inflight_key(debate.pk))
+    comm = await _open(debate.pk, await session_cookie("bob"))
+
+    snapshot = await comm.receive_json_from(timeout=CROWD_TIMEOUT)
+    await comm.disconnect()
+
+    assert snapshot["debate"]["status"] == "delayed"

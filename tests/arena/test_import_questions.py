@@ -62,7 +62,7 @@ def test_it_reimports_the_sample_set_without_duplicates() -> None:
 
     again = import_questions(SAMPLE_SET, "sample")
 
-    assert (again.created, again.updated) == (0, 111)
+    assert (again.created, again.updated, again.unchanged) == (0, 0, 111)
     assert Question.objects.count() == 111
     assert QuestionSet.objects.filter(name="sample").count() == 1
 
@@ -108,7 +108,7 @@ def test_the_command_is_idempotent() -> None:
     call_command("import_questions", str(SAMPLE_SET), "--set", "sample", stdout=out)
 
     assert Question.objects.count() == 111
-    assert "0 question(s) created, 111 updated" in out.getvalue()
+    assert "0 question(s) created, 0 updated, 111 unchanged" in out.getvalue()
 
 
 BAD_LINES: list[tuple[str, str, str]] = [
@@ -245,3 +245,94 @@ def test_the_command_gives_a_clear_error_for_a_missing_file(tmp_path: Path) -> N
     assert "cannot open" in message
     assert "No such file" in message
     assert Question.objects.count() == 0
+
+
+# --- One order per question; a question that debates use never changes ---------------------------
+
+
+def _debate_on(question: Question) -> None:
+    from arena.constitution import default_constitution
+    from arena.models import Debate
+    from debaters.profiles import default_profile
+
+    profile = default_profile()
+    Debate.objects.create(
+        question=question, protocol="naive", settings={"rounds": 1}, constitution=default_constitution(),
+        debater_a=profile, debater_b=profile, seed=1,
+    )  # fmt: skip
+
+
+def test_the_same_question_with_its_answers_in_the_other_order_changes_nothing(tmp_path: Path) -> None:
+    import_questions(_write(tmp_path, [json.dumps(_good("q-1"))]), "set")
+    _debate_on(Question.objects.get(external_id="q-1"))
+    swapped = _good("q-1", answers=["The hero loses", "The hero wins"], correct_index=1)
+
+    result = import_questions(_write(tmp_path, [json.dumps(swapped)], "again.jsonl"), "set")
+
+    assert (result.created, result.updated, result.unchanged) == (0, 0, 1)
+    q = Question.objects.get(external_id="q-1")
+    assert (q.answers, q.correct_index) == (["The hero wins", "The hero loses"], 0)
+
+
+@pytest.mark.parametrize(
+    "change, what",
+    [
+        ({"correct_index": 1}, "gold answer"),
+        ({"answers": ["The hero wins", "The hero sleeps"]}, "answers"),
+        ({"source": {"title": "A Story", "text": "Once upon a time the hero lost.", "origin": "test"}}, "source text"),
+    ],
+)
+def test_a_reimport_that_would_change_a_used_question_is_refused_by_name(
+    tmp_path: Path, change: dict[str, object], what: str
+) -> None:
+    import_questions(_write(tmp_path, [json.dumps(_good("q-0")), json.dumps(_good("q-1"))]), "set")
+    _debate_on(Question.objects.get(external_id="q-1"))
+    before = list(Question.objects.order_by("pk").values())
+    lines = [json.dumps(_good("q-0", question="A fixed typo?")), json.dumps(_good("q-1", **change))]
+
+    with pytest.raises(ImportFailed) as info:
+        import_questions(_write(tmp_path, lines, "changed.jsonl"), "set")
+
+    assert info.value.problems == [(2, info.value.problems[0][1])]
+    message = info.value.problems[0][1]
+    assert "question 'q-1' (set 'set') is used by 1 debate(s)" in message and f"change its {what}" in message
+    assert list(Question.objects.order_by("pk").values()) == before  # q-0's fix is not applied either
+
+
+def test_a_question_identical_to_one_of_another_set_keeps_that_order(tmp_path: Path) -> None:
+    import_questions(_write(tmp_path, [json.dumps(_good("q-1"))]), "first-set")
+    mirrored = _good(
+        "other-id", question=_good("q-1")["question"], answers=["The hero loses", "The hero wins"], correct_index=1
+    )
+
+    result = import_questions(_write(tmp_path, [json.dumps(mirrored)], "other.jsonl"), "second-set")
+
+    assert result.recognised == 1
+    first, second = Question.objects.get(external_id="q-1"), Question.objects.get(external_id="other-id")
+    assert second.answers == first.answers and second.correct_index == first.correct_index
+    assert second.fingerprint == first.fingerprint and second.source_hash == first.source_hash
+
+
+@pytest.mark.parametrize(
+    "overrides, why",
+    [
+        ({"question": "Who\u0000 won?"}, "question contains a NUL character"),
+        ({"answers": ["The hero\u0000 wins", "The hero loses"]}, "answer 1 contains a NUL character"),
+        ({"id": "x" * 201}, "id is 201 characters long; at most 200 are allowed"),
+        ({"source": {"title": "T" * 501, "text": "Once.", "origin": ""}}, "source.title is 501 characters long; at most 500"),
+        ({"license": "L" * 101}, "license is 101 characters long; at most 100"),
+        ({"source": {"title": "T", "text": "word " * 60_001, "origin": ""}}, "stories are limited to 300000"),
+    ],
+)
+def test_nul_bytes_overlong_fields_and_giant_stories_are_refused_with_the_line_number(
+    tmp_path: Path, overrides: dict[str, object], why: str
+) -> None:
+    path = tmp_path / "bad.jsonl"
+    # A NUL arrives as the JSON escape \u0000, which json.dumps writes for the character.
+    path.write_text(json.dumps(_good("q-1")) + "\n" + json.dumps(_good("q-2", **overrides)) + "\n")
+
+    with pytest.raises(ImportFailed) as info:
+        import_questions(path, "set")
+
+    assert info.value.problems[0][0] == 2 and why in info.value.problems[0][1]
+    assert not Question.objects.exists()

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from arena.engine.protocol import DebateProtocol, Limits, ProtocolError, Slot, make_protocol
+from arena.engine.protocol import (
+    DebateProtocol,
+    Limits,
+    Protocol,
+    ProtocolError,
+    Slot,
+    draw_first_side,
+    make_protocol,
+)
 
 
 def _protocol(rounds: int) -> DebateProtocol:
@@ -170,3 +178,62 @@ def test_it_refuses_an_unknown_protocol_and_names_the_known_ones() -> None:
 def test_it_validates_limits_when_making_a_protocol() -> None:
     with pytest.raises(ProtocolError, match="rounds"):
         make_protocol("debate", {"rounds": 0})
+
+
+# --- Speaking order: the debate's first_side, not the stored answer order ------------------------
+
+ORDERED = ["debate", "interactive", "open-debate"]
+
+
+def _ordered(name: str, rounds: int, first_side: int) -> Protocol:
+    return make_protocol(name, {"rounds": rounds, "open_choice": {"side": 0}}, seed=5, first_side=first_side)
+
+
+@pytest.mark.parametrize("name", ORDERED)
+@pytest.mark.parametrize("rounds", [1, 2, 4])
+def test_with_first_side_1_the_debater_for_answer_1_speaks_first_in_every_round(name: str, rounds: int) -> None:
+    slots = _ordered(name, rounds, 1).slots()
+
+    assert [(s.index, s.round, s.side) for s in slots] == [
+        (2 * (r - 1) + k, r, side) for r in range(1, rounds + 1) for k, side in enumerate((1, 0))
+    ]
+    for rnd in range(1, rounds + 1):
+        first = min((s for s in slots if s.round == rnd), key=lambda s: s.index)
+        assert first.side == 1
+
+
+@pytest.mark.parametrize("name", ORDERED)
+def test_first_side_changes_only_who_speaks_first_not_what_anyone_sees(name: str) -> None:
+    zero, one = _ordered(name, 3, 0).steps(), _ordered(name, 3, 1).steps()
+
+    assert one[0] == [Slot(0, 1, 1, ()), Slot(1, 1, 0, ())]  # round 1 stays simultaneous
+    assert [[(s.index, s.round, s.visible) for s in step] for step in zero] == [
+        [(s.index, s.round, s.visible) for s in step] for step in one
+    ]
+    assert [[1 - s.side for s in step] for step in zero] == [[s.side for s in step] for step in one]
+    assert _ordered(name, 3, 1).question_rounds() == _ordered(name, 3, 0).question_rounds()
+
+
+def test_first_side_defaults_to_answer_0_the_order_of_debates_created_before_it() -> None:
+    assert make_protocol("debate", {"rounds": 2}).slots() == _ordered("debate", 2, 0).slots()
+    assert [s.side for s in make_protocol("debate", {"rounds": 2}).slots()] == [0, 1, 0, 1]
+
+
+@pytest.mark.parametrize("name", ["consultancy", "open-consultancy"])
+def test_a_consultancy_has_one_speaker_whatever_first_side_says(name: str) -> None:
+    settings = {"rounds": 3, "consultant_side": 0, "open_choice": {"side": 0}}
+
+    assert make_protocol(name, settings, first_side=1).slots() == make_protocol(name, settings, first_side=0).slots()
+
+
+@pytest.mark.parametrize("bad", [2, -1, True])
+def test_it_refuses_a_first_side_that_is_not_an_answer(bad: int) -> None:
+    with pytest.raises(ProtocolError, match="first_side must be 0 or 1"):
+        make_protocol("debate", {"rounds": 2}, first_side=bad)
+
+
+def test_the_first_side_draw_is_fixed_by_the_seed_and_takes_both_values() -> None:
+    draws = [draw_first_side(seed) for seed in range(400)]
+
+    assert draws == [draw_first_side(seed) for seed in range(400)]
+    assert 150 < sum(draws) < 250  # about half: uniform over the two answers

@@ -24,6 +24,7 @@ from typing import cast
 
 import httpx
 import pytest
+import vllm_standin
 from arena_test_support import served_model_folder, transformers_cli
 
 from debaters.backends import backend_class
@@ -331,6 +332,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _scenario_offlabel(self, body: dict[str, object]) -> None:
         self._logprobs_reply([("The", math.log(0.7)), ("I", math.log(0.2))])
+
+    # -- what vllm serve 0.33 does (tests/support/vllm_standin.py): --max-model-len 8192, --max-logprobs 20 --
+
+    def _scenario_vllm(self, body: dict[str, object]) -> None:
+        error = vllm_standin.server_error(body, max_model_len=8192, max_logprobs=20)
+        if error is not None:
+            self._json(400, error)
+        elif body.get("logprobs"):
+            entries = vllm_standin.top_logprobs_entries(body)
+            self._logprobs_reply([(str(e["token"]), float(e["logprob"])) for e in entries])  # type: ignore[arg-type]
+        else:
+            self._stream_words(body)
 
 
 @pytest.fixture(scope="module")
@@ -719,6 +732,76 @@ async def test_it_classifies_choice_probs_failures_like_streams(server: Scripted
     assert permanent.value.permanent
 
 
+# ----- what vllm serve 0.33 refuses, and how it lists top logprobs -----
+
+
+@pytest.mark.asyncio
+async def test_it_refuses_what_vllm_serve_refuses_before_sending_it(server: ScriptedServer) -> None:
+    backend = _backend(server.url("vllm"), max_model_len=8192)
+    sent = server.count("vllm")
+    for params, needle in (
+        ({"temperature": 2.5}, "temperature 2.5 is above 2"),
+        ({"max_tokens": 9000}, "max_tokens 9000 is above 8192"),
+    ):
+        with pytest.raises(BackendError) as info:
+            await _collect(backend, _request(**params))  # type: ignore[arg-type]
+        assert info.value.permanent and needle in info.value.message
+    assert server.count("vllm") == sent  # nothing reached the server
+    # An empty stop string is dropped (vLLM answers 400 to one); the rest is sent.
+    _, final = await _collect(backend, _request(stop=("", "\n\n")))
+    assert final.text == "Hello, world!" and server.received[-1].body["stop"] == ["\n\n"]
+    _, final = await _collect(backend, _request(stop=("",)))
+    assert "stop" not in server.received[-1].body
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_reports_vllms_own_refusal_as_permanent_when_it_does_not_know_the_limit(server: ScriptedServer) -> None:
+    backend = _backend(server.url("vllm"))  # no max_model_len option: the server decides
+    with pytest.raises(BackendError) as info:
+        await _collect(backend, _request(max_tokens=9000))
+    assert info.value.permanent and "max_tokens=9000 cannot be greater than max_model_len=8192" in info.value.message
+    await backend.aclose()
+
+
+def test_the_vllm_stand_in_server_refuses_what_vllm_0_33_refuses() -> None:
+    base = {"model": "m", "messages": [], "max_tokens": 16}
+    for extra, message in (
+        ({"temperature": 3.0}, "temperature must be in [0, 2], got 3.0. (parameter=temperature, value=3.0)"),
+        ({"stop": ["", "x"]}, "stop cannot contain an empty string."),
+        ({"max_tokens": 8193}, "max_tokens=8193 cannot be greater than max_model_len=8192. Please request fewer output tokens."),
+        ({"logprobs": True, "top_logprobs": 21}, "Requested sample logprobs of 21, which is greater than max allowed: 20"),
+    ):
+        error = vllm_standin.server_error({**base, **extra})
+        assert error is not None and message in str(error["error"]["message"])  # type: ignore[index]
+    assert vllm_standin.server_error({**base, "temperature": 2.0, "stop": ["x"], "max_tokens": 8192}) is None
+
+
+@pytest.mark.asyncio
+async def test_it_scores_choices_greedily_because_vllm_lists_the_sampled_token_first(server: ScriptedServer) -> None:
+    # At temperature 1 vLLM's list is the sampled token, then the top ones, cut to top_logprobs: a sample
+    # from outside the top 3 pushes " B" out, so the same question would get different answers.
+    tempered = {"temperature": 1.0, "logprobs": True, "top_logprobs": 3}
+    lists = {tuple(e["token"] for e in vllm_standin.top_logprobs_entries({**tempered, "seed": seed})) for seed in range(40)}
+    assert ("Well", " A", " B") in lists and any(" B" not in tokens for tokens in lists)
+
+    backend = _backend(server.url("vllm"), max_logprobs=3)
+    probs = [await backend.choice_probs(list(MESSAGES), ["A", "B"]) for _ in range(5)]
+    assert probs == [pytest.approx([0.75, 0.25])] * 5  # " A" 0.30 and " B" 0.10 of the top 3, every time
+    sent = server.received[-1].body
+    assert (sent["temperature"], sent["top_logprobs"], sent["max_tokens"]) == (0.0, 3, 1)
+    await backend.aclose()
+
+
+def test_it_reads_the_servers_context_length_option() -> None:
+    assert _backend("http://x/v1", max_model_len=8192).limits.max_tokens == 8192
+    assert _backend("http://x/v1").limits.max_tokens == 32768
+    for bad in (0, 1, "8192", True):
+        with pytest.raises(BackendError) as info:
+            _backend("http://x/v1", max_model_len=bad)
+        assert info.value.permanent and "max_model_len" in info.value.message
+
+
 # ----- transformers serve on the embedded model -----
 
 
@@ -818,4 +901,20 @@ async def test_it_gets_permanent_errors_and_no_logprobs_from_transformers_serve(
         await backend.choice_probs([{"role": "user", "content": "Answer A or B."}], ["A", "B"])
     assert no_logprobs.value.permanent and "transformers backend" in no_logprobs.value.message
     await wrong.aclose()
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_asks_the_server_to_continue_a_prefilled_reply(server: ScriptedServer) -> None:
+    """Assistant-message prefill (issue 13): vLLM's continue_final_message, only when the last message is the assistant's."""
+    backend = _backend(server.url("echo"))
+    prefilled = GenerateRequest(
+        messages=(*MESSAGES, {"role": "assistant", "content": "Hello"}), params=SamplingParams(max_tokens=4)
+    )
+    _, final = await _collect(backend, prefilled)
+    body = json.loads(final.text)["body"]
+    assert body["messages"][-1] == {"role": "assistant", "content": "Hello"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    _, final = await _collect(backend, _request())
+    assert "continue_final_message" not in json.loads(final.text)["body"]
     await backend.aclose()

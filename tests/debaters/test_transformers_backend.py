@@ -224,12 +224,12 @@ async def test_siblings_do_not_wait_for_a_prompt_the_cache_cannot_hold() -> None
 async def test_a_failure_to_store_a_prefix_fails_no_request(
     backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from debaters.backends import transformers_backend as module
+    from debaters.backends.transformers import kv_cache
 
     def broken(self: object, row: int, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise RuntimeError("injected: out of memory")
 
-    monkeypatch.setattr(module._BufferedLayer, "row_columns", broken)
+    monkeypatch.setattr(kv_cache.BufferedLayer, "row_columns", broken)
     final = await backend.complete(_request(f"{STORY}\n\nSummarise the story in one line.", max_tokens=8))
     assert final.completion_tokens > 0 and final.text
     assert len(backend._running()._prefixes) == 0  # emptied, and serving goes on

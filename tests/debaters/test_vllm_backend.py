@@ -1,31 +1,36 @@
 """The vllm backend without vLLM: import guards, the prefork guard in a real billiard child, the pure
-request conversions, and the batching logic against a stand-in ``vllm`` module.
+request conversions, and the batching and error handling against a stand-in ``vllm`` module.
 
 vLLM is not installed here (it pins torch and transformers versions that the CPU install cannot take)
-and there is no GPU, so the engine itself is replaced at the import edge: the tests put a small
-``vllm`` module with ``LLM`` and ``SamplingParams`` into ``sys.modules``. Its ``SamplingParams`` takes
-only field names that vLLM 0.33's has, so a misspelt keyword fails here as it would on a GPU box.
+and there is no GPU, so the engine is replaced at the import edge by ``tests/support/vllm_standin.py``:
+written from vLLM 0.33.0's source, its ``SamplingParams``, ``LLM.chat``, outputs and exceptions take
+the same fields and refuse the same requests with the same classes and messages, so a request the
+real engine would refuse fails here too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import subprocess
 import sys
-import types
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import vllm_standin
+from vllm_standin import LLM, CompletionOutput, Logprob, RequestOutput, StandIn, render, tokenize
 
 from debaters.backends import backend_class
 from debaters.backends.base import BackendError, BackendSpec, Delta, Final, GenerateRequest, SamplingParams
+from debaters.backends.resilient import ResilientModel
 from debaters.backends.vllm_backend import (
     INSTALL_HINT,
+    MULTIPROC_ENV,
     VLLMBackend,
+    VLLMErrorKinds,
     VLLMOptions,
     choice_sampling_kwargs,
     conversation,
@@ -37,17 +42,6 @@ from debaters.backends.vllm_backend import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-# vllm.SamplingParams fields (vLLM 0.33) that this backend may set.
-VLLM_SAMPLING_FIELDS = frozenset(
-    {
-        "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k",
-        "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs",
-        "prompt_logprobs", "detokenize", "skip_special_tokens", "spaces_between_special_tokens",
-        "include_stop_str_in_output",
-    }
-)
-
 
 def _spec(**options: object) -> BackendSpec:
     return BackendSpec(backend="vllm", model="org/some-model", options=options)
@@ -130,9 +124,9 @@ def test_it_refuses_to_start_the_engine_in_a_prefork_pool_child() -> None:
 # ----- pure conversions -----
 
 
-def test_it_sets_every_sampling_field_explicitly() -> None:
+def test_it_sets_every_sampling_field_explicitly_and_vllm_takes_them() -> None:
     kwargs = vllm_sampling_kwargs(SamplingParams(max_tokens=40, temperature=0.7, top_p=0.9, seed=12, stop=("\n\n", "")))
-    assert set(kwargs) <= VLLM_SAMPLING_FIELDS
+    vllm_standin.SamplingParams(**kwargs)  # 0.33's field names and ranges (an empty stop would be refused)
     assert kwargs["max_tokens"] == 40 and kwargs["temperature"] == 0.7 and kwargs["top_p"] == 0.9
     assert kwargs["seed"] == 12 and kwargs["stop"] == ["\n\n"]
     # What generation_config.json could otherwise supply as defaults is pinned to "off".
@@ -143,18 +137,20 @@ def test_it_sets_every_sampling_field_explicitly() -> None:
 
 
 def test_it_refuses_sampling_that_vllm_would_reject_as_a_permanent_error() -> None:
+    with pytest.raises(vllm_standin.VLLMValidationError, match=r"temperature must be in \[0, 2\], got 3.0"):
+        vllm_standin.SamplingParams(temperature=3.0)
     with pytest.raises(BackendError) as hot:
         vllm_sampling_kwargs(SamplingParams(temperature=3.0))
-    assert hot.value.permanent and "limit of 2" in hot.value.message
+    assert hot.value.permanent and "temperature 3 is above 2" in hot.value.message and "vLLM 0.33" in hot.value.message
     with pytest.raises(BackendError) as bad:
         vllm_sampling_kwargs(SamplingParams(max_tokens=0))
-    assert bad.value.permanent
+    assert bad.value.permanent and "max_tokens" in bad.value.message
 
 
-def test_it_asks_for_untempered_top_logprobs_for_choices_within_the_cap() -> None:
+def test_it_asks_for_greedy_top_logprobs_for_choices_within_the_cap() -> None:
     kwargs = choice_sampling_kwargs(max_logprobs=5)
-    assert set(kwargs) <= VLLM_SAMPLING_FIELDS
-    assert (kwargs["max_tokens"], kwargs["logprobs"], kwargs["temperature"], kwargs["top_p"]) == (1, 5, 1.0, 1.0)
+    vllm_standin.SamplingParams(**kwargs)
+    assert (kwargs["max_tokens"], kwargs["logprobs"], kwargs["temperature"], kwargs["top_p"]) == (1, 5, 0.0, 1.0)
     assert choice_sampling_kwargs(max_logprobs=100)["logprobs"] == 20
 
 
@@ -188,25 +184,19 @@ def test_it_builds_engine_arguments_and_validates_options() -> None:
         assert info.value.permanent and needle in info.value.message
 
 
-def _output(text: str, n_tokens: int, reason: str | None, prompt: int = 7) -> types.SimpleNamespace:
-    completion = types.SimpleNamespace(text=text, token_ids=list(range(n_tokens)), finish_reason=reason, logprobs=None)
-    return types.SimpleNamespace(prompt_token_ids=list(range(prompt)), outputs=[completion])
+def _output(text: str, n_tokens: int, reason: str | None, prompt: int = 7) -> RequestOutput:
+    completion = CompletionOutput(0, text, list(range(n_tokens)), None, None, finish_reason=reason)
+    return RequestOutput("0", None, list(range(prompt)), None, [completion], finished=True)
 
 
 def test_it_reads_finals_from_request_outputs() -> None:
     assert final_from_output(_output("Hi there", 3, "stop")) == Final("Hi there", 7, 3, "stop")
     assert final_from_output(_output("Hi", 5, "length")).finish_reason == "length"
-    for broken in (_output("x", 1, "abort"), _output("x", 1, None), types.SimpleNamespace(outputs=[])):
+    empty = RequestOutput("0", None, [1], None, [], finished=True)
+    for broken in (_output("x", 1, "abort"), _output("x", 1, "error"), _output("x", 1, None), empty):
         with pytest.raises(BackendError) as info:
             final_from_output(broken)
         assert not info.value.permanent
-
-
-@dataclass
-class Logprob:  # the shape of vllm.logprobs.Logprob
-    logprob: float
-    rank: int | None = None
-    decoded_token: str | None = None
 
 
 def test_it_scores_labels_from_top_logprobs() -> None:
@@ -223,85 +213,56 @@ def test_it_scores_labels_from_top_logprobs() -> None:
     assert info.value.permanent and "'The'" in info.value.message
 
 
-# ----- batching, against a stand-in vllm module -----
+def test_it_classifies_errors_as_vllm_0_33_s_server_does() -> None:
+    # In 0.33 a validation error is not a ValueError: VLLMValidationError -> VLLMClientError -> VLLMError.
+    assert not issubclass(vllm_standin.VLLMValidationError, ValueError)
+    kinds = VLLMErrorKinds(
+        client=(vllm_standin.VLLMClientError,), graceful=(vllm_standin.GracefulHTTPError,), dead=(vllm_standin.EngineDeadError,)
+    )
+    too_long = vllm_standin.VLLMValidationError("prompt too long", parameter="input_tokens", value=9000)
+    assert kinds.classify(too_long).permanent and "(parameter=input_tokens, value=9000)" in kinds.classify(too_long).message
+    for permanent in (ValueError("bad"), TypeError("bad"), NotImplementedError("no")):
+        assert kinds.classify(permanent).permanent
+    for transient in (vllm_standin.QueueOverflowError(), vllm_standin.VLLMServerError("oops"), RuntimeError("CUDA error")):
+        assert not kinds.classify(transient).permanent
+    assert kinds.is_dead(vllm_standin.EngineDeadError()) and not kinds.is_dead(RuntimeError())
+    # Before vLLM is imported nothing vLLM-specific is known; a client error is then not recognised.
+    assert not VLLMErrorKinds().classify(too_long).permanent
 
 
-@dataclass
-class FakeSamplingParams:
-    kwargs: dict[str, object]
-
-    def __init__(self, **kwargs: object) -> None:
-        unknown = set(kwargs) - VLLM_SAMPLING_FIELDS
-        if unknown:
-            raise TypeError(f"SamplingParams got unexpected keyword arguments {sorted(unknown)}")
-        self.kwargs = kwargs
-
-
-@dataclass
-class FakeLLM:
-    """Answers each conversation with the last user message reversed, one 'token' per character."""
-
-    kwargs: dict[str, object]
-    calls: list[tuple[list[list[dict[str, str]]], list[FakeSamplingParams]]] = field(default_factory=list)
-    instances: list[FakeLLM] = field(default_factory=list)
-
-    def chat(self, messages, sampling_params=None, use_tqdm=True):  # type: ignore[no-untyped-def]
-        assert use_tqdm is False
-        assert isinstance(sampling_params, list) and len(sampling_params) == len(messages)
-        self.calls.append((messages, sampling_params))
-        outputs = []
-        for conv, params in zip(messages, sampling_params):
-            user = conv[-1]["content"]
-            if "TOO LONG" in user:
-                raise ValueError("The decoder prompt (length 9000) is longer than the maximum model length of 8192.")
-            if params.kwargs.get("logprobs"):
-                top = {1: Logprob(math.log(0.3), 1, " A"), 2: Logprob(math.log(0.1), 2, " B"), 3: Logprob(math.log(0.6), 3, "Well")}
-                completion = types.SimpleNamespace(text="Well", token_ids=[3], finish_reason="length", logprobs=[top])
-                outputs.append(types.SimpleNamespace(prompt_token_ids=[0] * 9, outputs=[completion]))
-                continue
-            limit = int(params.kwargs["max_tokens"])  # type: ignore[arg-type]
-            text = user[::-1][:limit]
-            reason = "length" if len(user) > limit else "stop"
-            outputs.append(_output(text, len(text) + (reason == "stop"), reason, prompt=len(user)))
-        return outputs
+# ----- batching and failures, against the vLLM 0.33 stand-in -----
 
 
 @pytest.fixture
-def fake_vllm(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[FakeLLM]]:
-    created: list[FakeLLM] = []
+def standin(monkeypatch: pytest.MonkeyPatch) -> StandIn:
+    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+    return vllm_standin.install(monkeypatch)
 
-    def make_llm(**kwargs: object) -> FakeLLM:
-        llm = FakeLLM(kwargs=dict(kwargs))
-        created.append(llm)
-        return llm
 
-    module = types.ModuleType("vllm")
-    module.LLM = make_llm  # type: ignore[attr-defined]
-    module.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vllm", module)
-    yield created
+def _prompt_tokens(request: GenerateRequest) -> int:
+    return len(tokenize(render(request.messages)))
 
 
 @pytest.mark.asyncio
-async def test_it_runs_a_round_as_one_chat_call_with_per_request_sampling(fake_vllm: list[FakeLLM]) -> None:
+async def test_it_runs_a_round_as_one_chat_call_with_per_request_sampling(standin: StandIn) -> None:
     backend = VLLMBackend(_spec(max_model_len=2048))
-    requests = [_request("abc", seed=1), _request("hello world", seed=2, max_tokens=4), _request("xy", temperature=0.5, stop=("!",))]
+    requests = [_request("abc", seed=1), _request("hello world", seed=2, max_tokens=4), _request("xy!z", temperature=0.5, stop=("!", ""))]
     finals = await backend.generate_batch(requests)
-    assert [f.text for f in finals] == ["cba", "dlro", "yx"]
+    assert [f.text for f in finals] == ["cba", "dlro", "z"]
     assert [f.finish_reason for f in finals] == ["stop", "length", "stop"]
-    assert finals[0].completion_tokens == 4 and finals[0].prompt_tokens == 3
-    (llm,) = fake_vllm
-    assert llm.kwargs["model"] == "org/some-model" and llm.kwargs["max_model_len"] == 2048
+    assert finals[0].completion_tokens == 4 and finals[0].prompt_tokens == _prompt_tokens(requests[0])
+    (llm,) = standin.engines
+    assert llm.model == "org/some-model" and llm.max_model_len == 2048
     (messages, params) = llm.calls[0]
     assert len(llm.calls) == 1 and len(messages) == 3
     assert messages[1] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hello world"}]
-    assert [p.kwargs for p in params] == [vllm_sampling_kwargs(r.params) for r in requests]
+    assert [p.stop for p in params] == [[], [], ["!"]]  # the empty stop string never reached vLLM
     assert backend.batch_sizes == [3]
     await backend.aclose()
 
 
 @pytest.mark.asyncio
-async def test_it_joins_concurrent_streams_into_one_call_and_yields_one_delta(fake_vllm: list[FakeLLM]) -> None:
+async def test_it_joins_concurrent_streams_into_one_call_and_yields_one_delta(standin: StandIn) -> None:
     backend = VLLMBackend(_spec(batch_wait_ms=100))
     await backend.wait_ready()
 
@@ -323,45 +284,108 @@ async def test_it_joins_concurrent_streams_into_one_call_and_yields_one_delta(fa
 
 
 @pytest.mark.asyncio
-async def test_it_scores_choices_from_the_engines_logprobs(fake_vllm: list[FakeLLM]) -> None:
+async def test_it_scores_choices_greedily_from_the_engines_top_logprobs(standin: StandIn) -> None:
     backend = VLLMBackend(_spec(max_logprobs=8))
-    probs = await backend.choice_probs([{"role": "user", "content": "A or B?"}], ["A", "B"])
-    assert probs == pytest.approx([0.75, 0.25])
-    (_, params) = fake_vllm[0].calls[0]
-    assert params[0].kwargs["logprobs"] == 8 and params[0].kwargs["max_tokens"] == 1
+    messages = [{"role": "user", "content": "A or B?"}]
+    probs = [await backend.choice_probs(messages, ["A", "B"]) for _ in range(3)]  # type: ignore[arg-type]
+    # The top 8 first tokens: " A" 0.30 + "A" 0.05 against " B" 0.10 + "B" 0.03, every time.
+    assert probs == [pytest.approx([0.35 / 0.48, 0.13 / 0.48])] * 3
+    (_, params) = standin.engines[0].calls[0]
+    assert (params[0].logprobs, params[0].max_tokens, params[0].temperature) == (8, 1, 0.0)
     with pytest.raises(BackendError) as info:
-        await backend.choice_probs([{"role": "user", "content": "A or B?"}], ["C", "D"])
+        await backend.choice_probs(messages, ["C", "D"])  # type: ignore[arg-type]
     assert info.value.permanent
     await backend.aclose()
 
 
 @pytest.mark.asyncio
-async def test_it_fails_only_the_request_that_broke_a_batch(fake_vllm: list[FakeLLM]) -> None:
-    backend = VLLMBackend(_spec(batch_wait_ms=100))
+async def test_it_fails_only_the_request_that_broke_a_batch_and_never_retries_it(standin: StandIn) -> None:
+    backend = VLLMBackend(_spec(batch_wait_ms=100, max_model_len=200))
+    model = ResilientModel(backend, max_retries=3)
     await backend.wait_ready()
-    results = await asyncio.gather(
-        backend.complete(_request("fine")), backend.complete(_request("TOO LONG")), backend.complete(_request("ok")),
-        return_exceptions=True,
-    )
-    assert isinstance(results[0], Final) and results[0].text == "enif"
-    assert isinstance(results[2], Final) and results[2].text == "ko"
-    error = results[1]
-    assert isinstance(error, BackendError) and error.permanent and "maximum model length" in error.message
-    # The batch of three failed; each request was then run alone.
-    assert [len(c[0]) for c in fake_vllm[0].calls] == [3, 1, 1, 1]
+    texts = [f"fine {i}" for i in range(8)]
+    texts[5] = "x" * 300  # longer than max_model_len
+    results = await asyncio.gather(*(model.complete(_request(t, max_tokens=50)) for t in texts), return_exceptions=True)
+    assert [r.text for i, r in enumerate(results) if i != 5] == [t[::-1] for i, t in enumerate(texts) if i != 5]  # type: ignore[union-attr]
+    error = results[5]
+    assert isinstance(error, BackendError) and error.permanent
+    assert "maximum context length is 200 tokens" in error.message and "VLLMValidationError" in error.message
+    # One call of 8 failed; halving isolated the long prompt: [0-3] and [6-7] ran as batches, the
+    # long prompt alone once, and nothing was retried.
+    sizes = [len(conversations) for conversations, _ in standin.engines[0].calls]
+    assert sizes == [8, 4, 4, 2, 1, 1, 2]
+    assert sum(1 for conversations, _ in standin.engines[0].calls if any(c[-1]["content"] == texts[5] for c in conversations)) == 4
     await backend.aclose()
 
 
 @pytest.mark.asyncio
-async def test_it_reports_a_model_that_fails_to_load_as_permanent(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = types.ModuleType("vllm")
+async def test_it_refuses_a_prompt_that_fills_the_context_and_too_many_logprobs(standin: StandIn) -> None:
+    backend = VLLMBackend(_spec(max_model_len=60))
+    request = _request("")
+    filler = 60 - _prompt_tokens(request)
+    with pytest.raises(BackendError) as full:
+        await backend.complete(_request("y" * filler))
+    assert full.value.permanent and "plus the number of requested output tokens (at least 1)" in full.value.message
+    await backend.aclose()
+    llm = LLM("m", max_model_len=100, max_logprobs=5)
+    with pytest.raises(vllm_standin.VLLMValidationError, match="Requested sample logprobs of 6, which is greater than max allowed: 5"):
+        llm.chat([{"role": "user", "content": "x"}], vllm_standin.SamplingParams(max_tokens=1, logprobs=6))
 
-    def no_gpu(**kwargs: object) -> None:
-        raise RuntimeError("No CUDA GPUs are available")
 
-    module.LLM = no_gpu  # type: ignore[attr-defined]
-    module.SamplingParams = FakeSamplingParams  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vllm", module)
+@pytest.mark.asyncio
+async def test_it_fails_a_busy_call_transiently_without_splitting_it(standin: StandIn) -> None:
+    backend = VLLMBackend(_spec(batch_wait_ms=100))
+    await backend.wait_ready()
+    standin.engines[0].fail_next.append(vllm_standin.QueueOverflowError())
+    results = await asyncio.gather(*(backend.complete(_request(t)) for t in ("a", "b", "c")), return_exceptions=True)
+    assert all(isinstance(r, BackendError) and not r.permanent and "busy" in r.message for r in results)
+    assert [len(c) for c, _ in standin.engines[0].calls] == [3]
+    assert _texts(await backend.generate_batch([_request("ab")])) == ["ba"]  # the engine serves on
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_starts_a_new_engine_after_the_engine_died(standin: StandIn) -> None:
+    backend = VLLMBackend(_spec())
+    await backend.wait_ready()
+    standin.engines[0].fail_next.append(vllm_standin.EngineDeadError())
+    with pytest.raises(BackendError) as info:
+        await backend.complete(_request("a"))
+    assert not info.value.permanent and "engine died" in info.value.message
+    assert _texts(await backend.generate_batch([_request("ab")])) == ["ba"]
+    assert len(standin.engines) == 2
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_starts_vllm_workers_with_spawn_unless_told_otherwise(
+    standin: StandIn, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    backend = VLLMBackend(_spec())
+    await backend.wait_ready()
+    assert standin.engines[0].multiproc_method == "spawn"  # set before vllm.LLM(...) was built
+    await backend.aclose()
+    monkeypatch.setenv(MULTIPROC_ENV, "fork")
+    with caplog.at_level(logging.WARNING, logger="debaters.backends.vllm_backend"):
+        await backend.wait_ready()
+    assert standin.engines[1].multiproc_method == "fork"
+    assert "can deadlock" in caplog.text
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_refuses_a_temperature_above_two_before_the_engine_sees_it(standin: StandIn) -> None:
+    backend = VLLMBackend(_spec())
+    with pytest.raises(BackendError) as info:
+        await backend.complete(_request("a", temperature=2.5))
+    assert info.value.permanent and "temperature 2.5 is above 2" in info.value.message
+    assert standin.engines == []  # refused before the engine was even started
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_reports_a_model_that_fails_to_load_as_permanent(standin: StandIn) -> None:
+    standin.fail_load = RuntimeError("No CUDA GPUs are available")
     backend = VLLMBackend(_spec())
     with pytest.raises(BackendError) as info:
         await backend.generate_batch([_request("a"), _request("b")])
@@ -374,14 +398,14 @@ def _texts(finals: Sequence[Final]) -> list[str]:
 
 
 @pytest.mark.asyncio
-async def test_it_serves_again_after_close_and_ignores_an_empty_batch(fake_vllm: list[FakeLLM]) -> None:
+async def test_it_serves_again_after_close_and_ignores_an_empty_batch(standin: StandIn) -> None:
     backend = VLLMBackend(_spec())
     assert await backend.generate_batch([]) == []
     assert _texts(await backend.generate_batch([_request("ab")])) == ["ba"]
     await backend.aclose()
     await backend.aclose()  # twice is fine
     assert _texts(await backend.generate_batch([_request("cd")])) == ["dc"]
-    assert len(fake_vllm) == 2  # a fresh engine after the close
+    assert len(standin.engines) == 2  # a fresh engine after the close
     await backend.aclose()
 
 

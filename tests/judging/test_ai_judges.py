@@ -64,7 +64,7 @@ def test_a_pure_position_bias_averages_out_and_is_measured() -> None:
     # answers[0] gets 0.8 when shown first (as A) and 0.2 when shown second (as B)
     assert result.by_order[0] == pytest.approx((0.8, 0.2))
     assert result.by_order[1] == pytest.approx((0.2, 0.8))
-    assert result.position_bias == pytest.approx(0.6)
+    assert result.position_bias == pytest.approx(0.3)
 
 
 def test_a_judge_that_follows_the_answer_has_no_position_bias() -> None:
@@ -140,7 +140,7 @@ def test_a_verdict_is_stored_once_with_both_orders(finished_debate) -> None:  # 
     assert verdict.judge_label == profile.label
     assert verdict.shown_first == 1
     assert verdict.p_a + verdict.p_b == pytest.approx(1.0)
-    assert verdict.position_bias == pytest.approx(0.4)
+    assert verdict.position_bias == pytest.approx(0.2)
     assert verdict.meta["by_order"] == [pytest.approx([0.7, 0.3]), pytest.approx([0.3, 0.7])]
     assert verdict.meta["cot"] is None
     # Judging again stores nothing (one verdict per AI judge and debate).
@@ -180,4 +180,4 @@ def test_the_embedded_model_judges_a_debate(finished_debate) -> None:  # type: i
     first, second = verdict.meta["by_order"]
     assert 0.0 < first[0] < 1.0 and 0.0 < second[0] < 1.0
     assert verdict.p_a == pytest.approx((first[0] + second[0]) / 2)
-    assert verdict.position_bias == pytest.approx(first[0] - second[0])
+    assert verdict.position_bias == pytest.approx((first[0] - second[0]) / 2)

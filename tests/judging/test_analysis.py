@@ -156,15 +156,20 @@ def test_calibration_and_biases(question) -> None:  # type: ignore[no-untyped-de
     bias = analysis.biases(rows)
     assert bias.position.bias == pytest.approx(0.2)
     assert bias.side.bias == pytest.approx(0.0)
-    assert bias.position_paired is None
 
 
 def test_ai_position_bias_is_paired_across_both_orders(question) -> None:  # type: ignore[no-untyped-def]
     tournament = _simulate(question, 20)
     Verdict.objects.update(meta={"by_order": [[0.9, 0.1], [0.3, 0.7]]})
-    bias = analysis.biases(analysis.load_rows(VerdictFilter(tournament=tournament.pk)))
+    rows = analysis.load_rows(VerdictFilter(tournament=tournament.pk))
+    bias = analysis.biases(rows)
     # answer 1 gets 0.9 shown first, answer 2 gets 0.7 shown first: mean 0.8, bias 0.3
-    assert bias.position_paired is not None and bias.position_paired.bias == pytest.approx(0.3)
+    assert bias.position.bias == pytest.approx(0.3)
+    assert [(j.judge, j.bias.n) for j in bias.position_by_judge] == [(rows[0].judge, 20)]
+    # verdicts.csv's position_bias column is each verdict's share: its mean is the page's figure.
+    header, body = analysis.verdict_table(rows)
+    column = [line[header.index("position_bias")] for line in body]
+    assert np.mean(column) == pytest.approx(bias.position.bias)
 
 
 def test_accuracy_against_rating_uses_self_play_where_there_is_some(question) -> None:  # type: ignore[no-untyped-def]
@@ -199,7 +204,7 @@ def test_the_ratings_page_shows_what_the_verdicts_imply(client, alice, question)
     table = html[html.index('id="ratings-table"') : html.index("</table>", html.index('id="ratings-table"'))]
     positions = [table.index(f"<td>{name}</td>") for name in ("strong", "good", "fair", "weak")]
     assert positions == sorted(positions)
-    assert 'src="/analysis/plot/ratings.svg?' in html
+    assert 'data="/analysis/plot/ratings.svg?' in html
     plot = client.get("/analysis/plot/accuracy-vs-rating.svg", {"tournament": tournament.pk, "rounds": 30})
     assert plot.status_code == 200 and plot["Content-Type"] == "image/svg+xml"
     assert b"<svg" in plot.content

@@ -417,7 +417,7 @@ def test_standard_prompts_join_the_messages() -> None:
 
 
 @pytest.mark.django_db
-def test_the_hf_folder_splits_never_share_a_question(world: World, tmp_path: Path) -> None:
+def test_the_hf_folder_splits_never_share_a_story(world: World, tmp_path: Path) -> None:
     import datasets
 
     result = run_export(
@@ -427,8 +427,9 @@ def test_the_hf_folder_splits_never_share_a_question(world: World, tmp_path: Pat
     )
 
     dd = datasets.load_from_disk(str(tmp_path / "hf"))
-    train, test = set(dd["train"]["question_id"]), set(dd["test"]["question_id"])
-    assert train and test and not train & test
+    # Splits are by story (tests/judging/test_story_splits.py): this world's questions share one.
+    train, test = set(dd["train"]["story_id"]), set(dd["test"]["story_id"])
+    assert len(train | test) == 1 and not train & test
     assert dd["train"].num_rows + dd["test"].num_rows == result.rows
     assert result.splits == {"train": dd["train"].num_rows, "test": dd["test"].num_rows}
     assert all(split_of(q, 0.4) == "test" for q in test)
@@ -440,9 +441,9 @@ def test_the_hf_folder_splits_never_share_a_question(world: World, tmp_path: Pat
 def test_parquet_is_written_in_row_groups_from_the_streamed_chunks(world: World, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import pyarrow.parquet as pq
 
-    from judging import exports
+    from judging.exports import writers
 
-    monkeypatch.setattr(exports, "ROW_GROUP", 8)
+    monkeypatch.setattr(writers, "ROW_GROUP", 8)
     result = run_export(ExportRequest(kind="turns", file_format="parquet"), tmp_path / "pq", chunk=6)
 
     meta = pq.ParquetFile(result.path).metadata
@@ -610,17 +611,17 @@ def test_since_must_be_a_date(tmp_path: Path) -> None:
 def test_the_reader_thread_writes_the_same_file_as_reading_inline(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    from judging import exports
+    from judging.exports import pipeline
 
     build_world()
     readers: list[str] = []
-    real = exports.iter_verdict_groups
+    real = pipeline.iter_verdict_groups
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         readers.append(threading.current_thread().name)
         yield from real(*args, **kwargs)
 
-    monkeypatch.setattr(exports, "iter_verdict_groups", spy)
+    monkeypatch.setattr(pipeline, "iter_verdict_groups", spy)
     req = ExportRequest(kind="judgments", format="unpaired", file_format="parquet", stable_judge_ids=True)
 
     threaded = run_export(req, tmp_path / "thread", chunk=2, ahead=2)
@@ -649,7 +650,7 @@ def test_an_error_in_the_reader_thread_reaches_the_caller() -> None:
 def test_a_failure_midway_leaves_the_previous_export_whole(
     world: World, tmp_path: Path, monkeypatch, file_format
 ) -> None:  # type: ignore[no-untyped-def]
-    from judging import exports
+    from judging.exports import pipeline
 
     out = tmp_path / "out"
     first = run_export(ExportRequest(file_format=file_format), out, hf_dir=tmp_path / "hf")
@@ -662,7 +663,7 @@ def test_a_failure_midway_leaves_the_previous_export_whole(
             raise RuntimeError("disk full")
         return [row]
 
-    monkeypatch.setattr(exports, "to_format", failing)
+    monkeypatch.setattr(pipeline, "to_format", failing)
 
     with pytest.raises(RuntimeError, match="disk full"):
         run_export(ExportRequest(file_format=file_format), out, overwrite=True, hf_dir=tmp_path / "hf", chunk=2)

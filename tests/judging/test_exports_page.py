@@ -220,6 +220,7 @@ def test_an_unfinished_export_has_no_download(alice) -> None:  # type: ignore[no
     status = client.get(reverse("export_status", args=[export.pk])).json()
     assert status == {
         "id": export.pk, "status": "queued", "progress": 0.25, "rows": 0, "error": "", "download": None, "card": None,
+        "card_page": None, "datasets": None,
     }  # fmt: skip
     page = client.get(reverse("exports")).content.decode()
     assert "25%" in page and f'data-status-url="{reverse("export_status", args=[export.pk])}"' in page
@@ -233,25 +234,32 @@ def test_the_task_is_registered_with_celery() -> None:
 
 
 @pytest.mark.django_db
-def test_the_job_stores_its_progress_while_it_runs(alice, bob, make_debate, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_job_stores_its_progress_while_it_runs(alice, bob, charlie, make_debate, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+
     from arena.models import Debate, Turn
-    from judging import exports
+    from judging.exports import jobs
     from judging.models import Assignment
     from judging.services import submit_human_verdict
 
+    dave = get_user_model().objects.create_user(username="dave", password="x")
+    dave.groups.add(Group.objects.get(name="judge"))
     now = timezone.now()
-    for seed in range(3):
-        debate = make_debate(judges=[bob], seed=seed)
+    # Three judges, one debate each: a judge's second verdict on one story breaks the exposure rules.
+    for seed, judge in enumerate((bob, charlie, dave)):
+        debate = make_debate(judges=[judge], seed=seed)
         for side in (0, 1):
             Turn.objects.create(
-                debate=debate, index=side, round=1, side=side, text=f"Side {side}.", prompt=[], prompt_hash="x",
+                debate=debate, index=side ^ debate.first_side, round=1, side=side, text=f"Side {side}.", prompt=[],
+                prompt_hash="x",
                 started_at=now, finished_at=now,
             )  # fmt: skip
         Debate.objects.filter(pk=debate.pk).update(status=Debate.Status.FINISHED)
-        submit_human_verdict(Assignment.objects.get(debate=debate, judge=bob), 0.8, 0.2, "A clear, quoted case.")
+        submit_human_verdict(Assignment.objects.get(debate=debate, judge=judge), 0.8, 0.2, "A clear, quoted case.")
     export = Export.objects.create(kind="arguments", format="conversational", filters={}, created_by=alice)
     seen: list[tuple[str, float]] = []
-    real = exports.run_export
+    real = jobs.run_export
 
     def one_debate_per_chunk(req, out, *, progress, **kw):  # type: ignore[no-untyped-def]
         def spy(done: int, total: int) -> None:
@@ -259,11 +267,11 @@ def test_the_job_stores_its_progress_while_it_runs(alice, bob, make_debate, monk
             row = Export.objects.get(pk=export.pk)
             seen.append((row.status, row.progress))
 
-        monkeypatch.setattr(exports.time, "monotonic", iter(range(0, 1000, 10)).__next__)  # every call "later"
+        monkeypatch.setattr(jobs.time, "monotonic", iter(range(0, 1000, 10)).__next__)  # every call "later"
         return real(req, out, progress=spy, chunk=1, **kw)
 
-    monkeypatch.setattr(exports, "run_export", one_debate_per_chunk)
+    monkeypatch.setattr(jobs, "run_export", one_debate_per_chunk)
 
-    assert exports.run_export_job(export.pk) == "finished"
+    assert jobs.run_export_job(export.pk) == "finished"
 
     assert seen == [("running", pytest.approx(1 / 3)), ("running", pytest.approx(2 / 3)), ("running", 1.0)]

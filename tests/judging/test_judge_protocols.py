@@ -120,7 +120,8 @@ def test_it_labels_the_single_speaker_of_a_consultancy(bob, question, profile) -
 @pytest.mark.django_db
 @pytest.mark.parametrize("rule, words", [("log", "Log score"), ("quadratic", "Quadratic"), ("spherical", "Spherical")])
 def test_it_shows_the_judge_the_protocols_scoring_rule(bob, question, profile, rule: str, words: str) -> None:  # type: ignore[no-untyped-def]
-    debate = _debate(question, profile, [bob], rules=JudgingRules(scoring=rule))
+    # With an early verdict possible (min_turns below the speeches), the per-round penalty applies.
+    debate = _debate(question, profile, [bob], rounds=2, rules=JudgingRules(scoring=rule, min_turns=2))
 
     body = _client(bob).get(f"/judge/debates/{debate.pk}/").content.decode()
 
@@ -184,7 +185,7 @@ def test_it_needs_the_whole_debate_by_default(bob, question, profile) -> None:  
 def test_it_stores_the_score_with_the_penalty_for_each_round_waited(bob, question, profile) -> None:  # type: ignore[no-untyped-def]
     import math
 
-    debate = _debate(question, profile, [bob], rounds=3)
+    debate = _debate(question, profile, [bob], rounds=3, rules=JudgingRules(min_turns=2))
     _finish(debate, rounds=3)
     assignment = Assignment.objects.get(debate=debate)
     gold = question.correct_index

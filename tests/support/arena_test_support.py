@@ -12,6 +12,15 @@ def session_cookie(user) -> str:  # type: ignore[no-untyped-def]
     return client.cookies["sessionid"].value
 
 
+def signed_in(user):  # type: ignore[no-untyped-def]
+    """A test client with ``user`` signed in."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
 def ws_headers(user, origin: str = "http://127.0.0.1") -> list[tuple[bytes, bytes]]:  # type: ignore[no-untyped-def]
     return [(b"cookie", f"sessionid={session_cookie(user)}".encode()), (b"origin", origin.encode())]
 

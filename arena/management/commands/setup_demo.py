@@ -12,14 +12,15 @@ from django.core.management.base import BaseCommand, CommandParser
 from arena.constitution import default_constitution
 from arena.importing import ensure_sample_set
 from arena.roles import JUDGE, RESEARCHER, ensure_groups
-from debaters.profiles import default_profile
+from debaters.profiles import default_profile, evidence_profile
 
 DEMO_USERS = (("researcher", RESEARCHER), ("judge", JUDGE))
 
 
 class Command(BaseCommand):
     help = (
-        "Prepare a fresh installation: roles, the default constitution and debater profile, the bundled "
+        "Prepare a fresh installation: roles, the default constitution, the two debater profiles on the embedded "
+        "model (structured, and with the evidence tool), the bundled "
         "sample questions, and demo accounts (a researcher and a judge) whose credentials it prints."
     )
 
@@ -29,9 +30,12 @@ class Command(BaseCommand):
     def handle(self, *args: object, **opts: object) -> None:
         ensure_groups()
         constitution = default_constitution()
-        profile = default_profile()
+        profiles = [default_profile(), evidence_profile()]
         qset = ensure_sample_set()
-        self.stdout.write(f"constitution {constitution}, debater profile {profile}, question set {qset.name} ({qset.questions.count()} questions)")
+        self.stdout.write(
+            f"constitution {constitution}, debater profiles {', '.join(p.name for p in profiles)}, "
+            f"question set {qset.name} ({qset.questions.count()} questions)"
+        )
         if opts["no_users"]:
             return
         creds = self._demo_users()

@@ -107,6 +107,11 @@ class Command(BaseCommand):
             action="store_true",
             help="judge ids keyed by ARENA_EXPORT_KEY: the same across exports",
         )
+        parser.add_argument(
+            "--include-flagged",
+            action="store_true",
+            help="keep human verdicts that break an exposure rule (left out by default; docs/judging.md)",
+        )
         parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -129,6 +134,7 @@ class Command(BaseCommand):
             all_pairs=bool(opts["all_pairs"]),
             test_fraction=float(opts["test_fraction"]),  # type: ignore[arg-type]
             stable_judge_ids=bool(opts["stable_judge_ids"]),
+            include_flagged=bool(opts["include_flagged"]),
         )
         kwargs = {"overwrite": bool(opts["overwrite"]), "hf_dir": hf}
         try:

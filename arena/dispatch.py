@@ -1,0 +1,17 @@
+"""Queue Celery tasks by their registered name: how services hand work to the workers.
+
+Tasks import services (a task loads its ids and calls a service), so a service never imports a
+tasks module: that would be an import cycle. Instead a service names the task here, as Celery
+registers it (``module.function``), and the worker that knows the task runs it. Each caller keeps
+its task's name next to the call (``*_TASK`` constants); tests/arena/test_dispatch.py checks every
+one against the registered tasks.
+"""
+
+from __future__ import annotations
+
+from arena.celery import app
+
+
+def enqueue(task_name: str, *args: object) -> None:
+    """Send one message for ``task_name(*args)`` to the default queue (as ``task.delay`` would)."""
+    app.send_task(task_name, args=args)

@@ -1,0 +1,224 @@
+"""Abuse limits: sign-in throttling, per-user POST limits, and the WebSocket's per-connection and
+per-session limits. Every number comes from the environment (.env.example).
+
+Counters that must hold across web processes (sign-ins, POSTs) live in the ``limits`` cache, which
+is Redis; they are fixed windows keyed by the window's start, so they need no clean-up.
+
+**Sign-in rule.** Failures are counted per (username, client address) pair. After
+``ARENA_LOGIN_FAILURES`` failures within ``ARENA_LOGIN_WINDOW_S``, that pair is refused (HTTP 429,
+right password or not) for ``ARENA_LOGIN_LOCKOUT_S``. The lock never outlives its lockout, and
+attempts during it neither extend it nor count, so an attacker elsewhere cannot lock a real judge
+out at all, and one behind the judge's own address (a shared NAT) only for one lockout at a time.
+A second counter refuses an address that fails ``ARENA_LOGIN_IP_FAILURES`` times in the window,
+whatever the usernames (password spraying). A successful sign-in clears its pair's failures.
+The client address is the one Daphne reports: behind a proxy run Daphne with ``--proxy-headers``
+(docker/) so that it is the browser's, not the proxy's.
+
+**POSTs.** ``post_limit("verdict")`` allows ``ARENA_POST_LIMITS[scope]`` POSTs a minute per user
+and answers 429 with ``Retry-After`` beyond that.
+
+**WebSocket.** :class:`WindowCounter` counts one connection's frames (and, separately, its
+snapshot requests); :class:`SessionSockets` caps the sockets one session holds open in a web
+process. Both refusals close the socket with :data:`WS_CLOSE_LIMITED`, which the page explains.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.signals import user_logged_in, user_login_failed
+from django.core.cache import caches
+from django.core.cache.backends.base import BaseCache
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+WS_CLOSE_LIMITED = 4429
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request refused by a limit: what to tell the person, and when to try again."""
+
+    message: str
+    retry_after_s: int
+
+
+def _cache() -> BaseCache:
+    return caches["limits"]
+
+
+def _window(window_s: int, now: float) -> int:
+    return int(now // window_s) * window_s
+
+
+def _count(key: str, window_s: int, now: float) -> int:
+    """Count one event in the current fixed window of ``key``; the window's count so far."""
+    full = f"{key}:{_window(window_s, now)}"
+    cache = _cache()
+    cache.add(full, 0, window_s + 5)
+    return cache.incr(full)
+
+
+def _window_hit(key: str, limit: int, window_s: int, now: float | None = None) -> int | None:
+    """Count one hit; if that makes more than ``limit`` in the window, the seconds until it ends."""
+    now = time.time() if now is None else now
+    if _count(key, window_s, now) > limit:
+        return max(1, math.ceil(_window(window_s, now) + window_s - now))
+    return None
+
+
+def too_many(request: HttpRequest, refusal: Refusal) -> HttpResponse:
+    """HTTP 429 with ``Retry-After`` and a page that says what was refused and for how long."""
+    response = render(request, "rate_limited.html", {"refusal": refusal}, status=429)
+    response["Retry-After"] = str(refusal.retry_after_s)
+    return response
+
+
+# ----- POSTs -------------------------------------------------------------------------------------
+
+
+def check_post(scope: str, user_id: int) -> Refusal | None:
+    limit = settings.ARENA_POST_LIMITS[scope]
+    wait = _window_hit(f"post:{scope}:{user_id}", limit, 60)
+    if wait is None:
+        return None
+    return Refusal(f"Too many {scope} submissions from your account ({limit} a minute are allowed).", wait)
+
+
+def post_limit(scope: str | Callable[[HttpRequest], str]) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """Limit a view's POSTs per signed-in user; ``scope`` may depend on the request (a form's action)."""
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @functools.wraps(view)
+        def wrapped(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
+            if request.method == "POST" and request.user.is_authenticated:
+                name = scope(request) if callable(scope) else scope
+                refusal = check_post(name, request.user.pk)
+                if refusal is not None:
+                    return too_many(request, refusal)
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorate
+
+
+# ----- Sign-in -----------------------------------------------------------------------------------
+
+
+def client_address(request: HttpRequest) -> str:
+    return request.META.get("REMOTE_ADDR") or "unknown"
+
+
+def _pair(username: str, address: str) -> str:
+    return f"{username.strip().lower()[:150]}|{address}"
+
+
+def login_refusal(username: str, address: str, now: float | None = None) -> Refusal | None:
+    """Why a sign-in attempt is refused before its password is even checked, if it is."""
+    now = time.time() if now is None else now
+    until = _cache().get(f"login-lock:{_pair(username, address)}")
+    if until is not None and until > now:
+        return Refusal(
+            "Too many failed sign-ins for this account from your network. Wait, then try again "
+            "(other places can still sign in to it).",
+            max(1, math.ceil(until - now)),
+        )
+    window = settings.ARENA_LOGIN_WINDOW_S
+    start = _window(window, now)
+    if (_cache().get(f"login-ip:{address}:{start}") or 0) >= settings.ARENA_LOGIN_IP_FAILURES:
+        return Refusal("Too many failed sign-ins from your network. Wait, then try again.", max(1, math.ceil(start + window - now)))
+    return None
+
+
+def record_login_failure(username: str, address: str, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    window = settings.ARENA_LOGIN_WINDOW_S
+    _count(f"login-ip:{address}", window, now)
+    pair = _pair(username, address)
+    if _count(f"login-fail:{pair}", window, now) >= settings.ARENA_LOGIN_FAILURES:
+        lockout = settings.ARENA_LOGIN_LOCKOUT_S
+        _cache().set(f"login-lock:{pair}", now + lockout, lockout)
+        # The lock replaces the count: after it, the pair starts again from zero.
+        _cache().delete(f"login-fail:{pair}:{_window(window, now)}")
+
+
+@receiver(user_login_failed)
+def _on_login_failed(sender: object, credentials: dict[str, object], request: HttpRequest | None = None, **_: object) -> None:
+    # Only sign-ins through a web request count; code calling authenticate() itself is not a client.
+    if request is not None:
+        record_login_failure(str(credentials.get("username") or ""), client_address(request))
+
+
+@receiver(user_logged_in)
+def _on_logged_in(sender: object, request: HttpRequest | None, user: AbstractBaseUser, **_: object) -> None:
+    if request is not None:
+        pair = _pair(user.get_username(), client_address(request))
+        _cache().delete(f"login-fail:{pair}:{_window(settings.ARENA_LOGIN_WINDOW_S, time.time())}")
+
+
+class LoginThrottleMiddleware:
+    """Refuses sign-in POSTs (the site's and the admin's) from a locked (username, address) pair."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "POST" and request.path_info in _login_paths():
+            refusal = login_refusal(request.POST.get("username", ""), client_address(request))
+            if refusal is not None:
+                return too_many(request, refusal)
+        return self.get_response(request)
+
+
+@functools.cache
+def _login_paths() -> frozenset[str]:
+    return frozenset({reverse("login"), reverse("admin:login")})
+
+
+# ----- WebSocket ---------------------------------------------------------------------------------
+
+
+class WindowCounter:
+    """At most ``limit`` events a minute for one connection (a fixed one-minute window)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._start = 0.0
+        self._count = 0
+
+    def allow(self, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        if now - self._start >= 60:
+            self._start, self._count = now, 0
+        self._count += 1
+        return self._count <= self.limit
+
+
+class SessionSockets:
+    """Open sockets per session key in this process (a proxy keeps a browser on one process)."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, int] = {}
+
+    def acquire(self, session_key: str, limit: int) -> bool:
+        count = self._open.get(session_key, 0)
+        if count >= limit:
+            return False
+        self._open[session_key] = count + 1
+        return True
+
+    def release(self, session_key: str) -> None:
+        count = self._open.get(session_key, 0) - 1
+        if count > 0:
+            self._open[session_key] = count
+        else:
+            self._open.pop(session_key, None)

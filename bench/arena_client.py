@@ -1,0 +1,282 @@
+"""What the crowd benchmarks share: targets (a running server and the environment of its
+management commands), signing in over HTTP, and a small asyncio WebSocket client that follows a
+debate exactly as the page does (docs/streaming.md): snapshot first, then deltas applied only when
+their ``seq`` is the next one, a fresh snapshot after a gap.
+
+The client is written on asyncio streams (RFC 6455, text frames only) so that a thousand of them
+fit in one process with nothing to install. Everything stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import secrets
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Target:
+    """A running server (``serve``) and the environment its management commands need.
+
+    Written ``NAME=URL[,VAR=VALUE...]``, e.g.
+    ``core=http://127.0.0.1:8001,ARENA_DATA_DIR=data/bench-core,ARENA_EMBEDDED_REDIS_PORT=6391``.
+    """
+
+    name: str
+    url: str
+    env: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        name, _, rest = text.partition("=")
+        parts = rest.split(",")
+        url = parts[0].rstrip("/")
+        host = urlsplit(url).hostname
+        if not name or host != "127.0.0.1":
+            raise SystemExit(f"--target {text!r}: want NAME=http://127.0.0.1:PORT[,VAR=VALUE...] (benchmarks stay on 127.0.0.1)")
+        env = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
+        return cls(name, url, env)
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        split = urlsplit(self.url)
+        return split.hostname or "127.0.0.1", split.port or 80
+
+    def manage(self, *args: str, timeout_s: float = 1800) -> str:
+        """Run ``manage.py`` with this target's environment; its standard output."""
+        env = {**os.environ, **self.env}
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"[{self.name}] manage.py {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+        return done.stdout
+
+
+def create_debate(target: Target, question: str, rounds: int, max_tokens: int, judges: Sequence[str] = ()) -> int:
+    """Queue a debate on the embedded model with ``run_debate --no-wait``; its id."""
+    args = ["run_debate", "--question", question, "--rounds", str(rounds), "--max-tokens", str(max_tokens), "--no-wait"]
+    for judge in judges:
+        args += ["--judge", judge]
+    out = target.manage(*args)
+    found = re.search(r"debate (\d+) created", out)
+    if found is None:
+        raise SystemExit(f"[{target.name}] run_debate said: {out}")
+    return int(found.group(1))
+
+
+async def sign_in(target: Target, username: str, password: str) -> str:
+    """Sign in through the login form; the session id."""
+    async with httpx.AsyncClient(base_url=target.url, timeout=60) as client:
+        page = await client.get("/accounts/login/")
+        token = client.cookies.get("csrftoken") or ""
+        answer = await client.post(
+            "/accounts/login/",
+            data={"username": username, "password": password, "csrfmiddlewaretoken": token},
+            headers={"Referer": f"{target.url}/accounts/login/"},
+        )
+        session = client.cookies.get("sessionid")
+        if answer.status_code != 302 or not session:
+            raise SystemExit(f"[{target.name}] cannot sign in as {username!r}: HTTP {answer.status_code} (page {page.status_code})")
+        return session
+
+
+async def sessions_for(target: Target, username: str, password: str, count: int, parallel: int = 4) -> list[str]:
+    gate = asyncio.Semaphore(parallel)
+
+    async def one() -> str:
+        async with gate:
+            return await sign_in(target, username, password)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+class Closed(Exception):
+    def __init__(self, code: int | None) -> None:
+        super().__init__(f"closed with {code}")
+        self.code = code
+
+
+class WebSocket:
+    """One client connection: text frames out (masked), text frames in, pings answered."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, target: Target, path: str, session: str) -> WebSocket:
+        host, port = target.host_port
+        reader, writer = await asyncio.open_connection(host, port)
+        key = base64.b64encode(secrets.token_bytes(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n"
+                f"Cookie: sessionid={session}\r\n\r\n"
+            ).encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = head.split(b"\r\n", 1)[0]
+        if b" 101 " not in status + b" ":
+            writer.close()
+            raise Closed(int(status.split()[1]) if len(status.split()) > 1 and status.split()[1].isdigit() else None)
+        return cls(reader, writer)
+
+    async def send(self, payload: dict[str, object]) -> None:
+        data = json.dumps(payload).encode()
+        mask = secrets.token_bytes(4)
+        header = bytes([0x81])
+        if len(data) < 126:
+            header += bytes([0x80 | len(data)])
+        elif len(data) < 65536:
+            header += bytes([0x80 | 126]) + struct.pack("!H", len(data))
+        else:
+            header += bytes([0x80 | 127]) + struct.pack("!Q", len(data))
+        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        await self.writer.drain()
+
+    async def receive(self) -> dict[str, object]:
+        message = b""
+        while True:
+            first, second = await self.reader.readexactly(2)
+            length = second & 0x7F
+            if length == 126:
+                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
+            elif length == 127:
+                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
+            payload = await self.reader.readexactly(length)
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)
+            if opcode == 0x9:
+                self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+                continue
+            if opcode in (0x1, 0x0):
+                message += payload
+                if first & 0x80:
+                    return json.loads(message)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@dataclass
+class Follower:
+    """Follows one debate as the page does and keeps what is needed to judge the delivery."""
+
+    debate_id: int
+    turns: dict[int, dict[str, object]] = field(default_factory=dict)
+    gaps: int = 0
+    snapshots: int = 0
+    finished: bool = False
+    exact: int = 0
+    wrong: int = 0
+    arrivals: dict[tuple[int, int], float] = field(default_factory=dict)
+    connected_at: float | None = None
+    error: str = ""
+    mismatch: str = ""
+
+    def on_message(self, msg: dict[str, object], now: float) -> dict[str, object] | None:
+        """Apply one server message; a message to send back (a snapshot request after a gap), if any."""
+        kind = msg.get("type")
+        if kind == "snapshot":
+            self.snapshots += 1
+            if self.connected_at is None:
+                self.connected_at = now
+            for turn in msg["turns"]:  # type: ignore[union-attr]
+                self.turns[int(turn["turn"])] = {"seq": 0, "text": str(turn["text"]), "final": True, "live": False}
+            for entry in msg["inflight"]:  # type: ignore[union-attr]
+                old = self.turns.get(int(entry["turn"]))
+                if old is None or not old["final"]:
+                    self.turns[int(entry["turn"])] = {"seq": int(entry["seq"]), "text": str(entry["text"]), "final": False, "live": False}
+            if msg["debate"]["status"] == "finished":  # type: ignore[index]
+                self.finished = True
+        elif kind == "turn_start":
+            self.turns.setdefault(int(msg["turn"]), {"seq": 0, "text": "", "final": False, "live": True})  # type: ignore[arg-type]
+        elif kind == "delta":
+            turn, seq = int(msg["turn"]), int(msg["seq"])  # type: ignore[arg-type]
+            entry = self.turns.get(turn)
+            if entry is None or entry["final"] or seq <= int(entry["seq"]):  # type: ignore[arg-type]
+                return None
+            if seq != int(entry["seq"]) + 1:  # type: ignore[arg-type]
+                self.gaps += 1
+                return {"type": "snapshot"}
+            entry["seq"], entry["text"] = seq, str(entry["text"]) + str(msg["text"])
+            self.arrivals[(turn, seq)] = now
+        elif kind == "turn_reset":
+            entry = self.turns.get(int(msg["turn"]))  # type: ignore[arg-type]
+            if entry is not None and not entry["final"]:
+                entry["seq"], entry["text"] = int(msg["seq"]), ""  # type: ignore[arg-type]
+        elif kind == "turn_end":
+            entry = self.turns.setdefault(int(msg["turn"]), {"seq": 0, "text": "", "final": False, "live": False})  # type: ignore[arg-type]
+            if not entry["final"]:
+                if entry["text"] == msg["text"]:
+                    self.exact += 1
+                else:
+                    self.wrong += 1
+                    self.mismatch = self.mismatch or f"turn {msg['turn']}: streamed ...{str(entry['text'])[-40:]!r}, committed ...{str(msg['text'])[-40:]!r}"
+                entry["final"], entry["text"] = True, str(msg["text"])
+        elif kind == "status" and msg.get("status") in ("finished", "failed", "cancelled"):
+            self.finished = msg.get("status") == "finished"
+            if not self.finished:
+                self.error = f"debate {msg.get('status')}"
+        return None
+
+    @property
+    def done(self) -> bool:
+        return self.finished or bool(self.error)
+
+
+async def follow(target: Target, debate_id: int, session: str, deadline: float) -> Follower:
+    """Connect and follow ``debate_id`` until it is over or ``deadline`` (monotonic) passes."""
+    state = Follower(debate_id)
+    try:
+        ws = await WebSocket.connect(target, f"/ws/debates/{debate_id}/", session)
+    except (Closed, OSError) as exc:
+        state.error = f"connect: {exc}"
+        return state
+    try:
+        while not state.done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                state.error = "timed out"
+                break
+            msg = await asyncio.wait_for(ws.receive(), left)
+            reply = state.on_message(msg, time.monotonic())
+            if reply is not None:
+                await ws.send(reply)
+    except Closed as exc:
+        state.error = f"closed by the server ({exc.code})"
+    except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+        state.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        ws.close()
+    return state
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} cores"

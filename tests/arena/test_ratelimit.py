@@ -1,0 +1,205 @@
+"""Abuse limits (arena/ratelimit.py): sign-in throttling, per-user POST limits, and the WebSocket's
+frame, snapshot and per-session socket limits. Counters are real, in the test Redis."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from django.core.cache import caches
+from django.test import Client
+
+from arena import ratelimit
+from arena_test_support import PASSWORD, signed_in
+from judging.models import Verdict
+
+REASON = "The quoted passage decides it for the first answer."
+
+
+@pytest.fixture(autouse=True)
+def _fresh_counters(settings) -> Iterator[None]:  # type: ignore[no-untyped-def]
+    """Only this test run's limit keys (the Redis database is shared with the run's other tests)."""
+
+    def forget() -> None:
+        client = caches["limits"]._cache.get_client(write=True)  # the raw redis-py client
+        prefix = settings.CACHES["limits"]["KEY_PREFIX"]
+        for key in client.scan_iter(f"{prefix}:*"):
+            client.delete(key)
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    forget()
+    yield
+    forget()
+
+
+def _login(client: Client, username: str, password: str):  # type: ignore[no-untyped-def]
+    return client.post("/accounts/login/", {"username": username, "password": password})
+
+
+# ----- Sign-in -----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_locks_a_username_and_address_pair_after_repeated_failures(bob, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_LOGIN_FAILURES = 3
+    attacker = Client(REMOTE_ADDR="203.0.113.9")
+
+    answers = [_login(attacker, "bob", "wrong").status_code for _ in range(3)]
+    locked = _login(attacker, "bob", PASSWORD)
+
+    assert answers == [200, 200, 200]  # the form again, with its error
+    assert locked.status_code == 429
+    assert int(locked["Retry-After"]) > 0
+    assert b"Too many failed sign-ins" in locked.content
+    assert "_auth_user_id" not in attacker.session
+
+
+@pytest.mark.django_db
+def test_it_lets_the_real_judge_in_from_elsewhere_while_an_attacker_is_locked(bob, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_LOGIN_FAILURES = 3
+    attacker = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(5):
+        _login(attacker, "bob", "wrong")
+
+    judge = Client(REMOTE_ADDR="198.51.100.7")
+    response = _login(judge, "bob", PASSWORD)
+
+    assert response.status_code == 302
+    assert judge.session["_auth_user_id"] == str(bob.pk)
+
+
+@pytest.mark.django_db
+def test_it_ends_a_lockout_after_its_time_however_often_it_is_tried(bob, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_LOGIN_FAILURES = 2
+    settings.ARENA_LOGIN_LOCKOUT_S = 300
+    now = time.time()
+    ratelimit.record_login_failure("bob", "203.0.113.9", now)
+    ratelimit.record_login_failure("bob", "203.0.113.9", now)
+    assert ratelimit.login_refusal("bob", "203.0.113.9", now + 10) is not None
+
+    # Tries during the lockout are refused before they are counted, so they cannot extend it.
+    assert ratelimit.login_refusal("bob", "203.0.113.9", now + 299) is not None
+    assert ratelimit.login_refusal("bob", "203.0.113.9", now + 301) is None
+
+
+@pytest.mark.django_db
+def test_it_counts_failures_per_pair_and_clears_them_on_success(bob, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_LOGIN_FAILURES = 3
+    client = Client(REMOTE_ADDR="192.0.2.1")
+    _login(client, "bob", "wrong")
+    _login(client, "bob", "wrong")
+    assert _login(client, "bob", PASSWORD).status_code == 302
+    client.logout()
+
+    # The success cleared the two failures: two more do not lock.
+    _login(client, "bob", "wrong")
+    _login(client, "bob", "wrong")
+    assert _login(client, "bob", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_address_that_sprays_many_usernames(bob, charlie, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_LOGIN_IP_FAILURES = 4
+    sprayer = Client(REMOTE_ADDR="203.0.113.50")
+    for name in ("ann", "ben", "cat", "dan"):
+        assert _login(sprayer, name, "wrong").status_code == 200
+
+    assert _login(sprayer, "charlie", PASSWORD).status_code == 429
+    assert _login(Client(REMOTE_ADDR="203.0.113.51"), "charlie", PASSWORD).status_code == 302
+
+
+@pytest.mark.django_db
+def test_it_throttles_the_admin_sign_in_too(alice, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_LOGIN_FAILURES = 2
+    client = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(2):
+        client.post("/admin/login/", {"username": "alice", "password": "wrong"})
+
+    assert client.post("/admin/login/", {"username": "alice", "password": PASSWORD}).status_code == 429
+
+
+# ----- POSTs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_limits_verdict_posts_per_user_and_keeps_the_first_verdict(finished_debate, bob, charlie, settings) -> None:  # type: ignore[no-untyped-def]
+    from arena import services
+
+    settings.ARENA_POST_LIMITS = {**settings.ARENA_POST_LIMITS, "verdict": 3}
+    services.assign_judge(finished_debate, charlie)
+    client = signed_in(bob)
+    url = f"/judge/debates/{finished_debate.pk}/"
+    codes = [client.post(url, {"p_first": "0.8", "p_second": "0.2", "reason": REASON}).status_code for _ in range(4)]
+
+    assert codes[0] == 302 and 429 not in codes[1:3]  # stored; then "already judged"
+    assert codes[3] == 429
+    assert Verdict.objects.filter(debate=finished_debate, judge=bob).count() == 1
+    # Another judge has a budget of their own.
+    other = signed_in(charlie).post(url, {"p_first": "0.3", "p_second": "0.7", "reason": REASON})
+    assert other.status_code == 302
+    # Reading the page is never limited.
+    assert client.get(url).status_code == 200
+
+
+@pytest.mark.django_db
+def test_it_counts_questions_apart_from_verdicts(finished_debate, bob, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_POST_LIMITS = {**settings.ARENA_POST_LIMITS, "question": 1}
+    client = signed_in(bob)
+    url = f"/judge/debates/{finished_debate.pk}/"
+
+    client.post(url, {"action": "question", "question": "Why the moon?"})
+    refused = client.post(url, {"action": "question", "question": "And the sun?"})
+    verdict = client.post(url, {"p_first": "0.8", "p_second": "0.2", "reason": REASON})
+
+    assert refused.status_code == 429
+    assert verdict.status_code == 302
+
+
+@pytest.mark.django_db
+def test_it_limits_invitations_per_researcher(alice, settings) -> None:  # type: ignore[no-untyped-def]
+    from django.urls import reverse
+
+    from judging.models import Invitation
+
+    settings.ARENA_POST_LIMITS = {**settings.ARENA_POST_LIMITS, "invitation": 2}
+    client = signed_in(alice)
+    url = reverse("judges_page")
+
+    answers = [client.post(url, {"action": "invite", "note": f"judge {i}", "days": "7"}) for i in range(3)]
+
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2]["Retry-After"]
+    assert Invitation.objects.count() == 2
+
+
+# ----- WebSocket counters ------------------------------------------------------------------------
+
+
+def test_it_allows_a_connection_its_frames_a_minute_and_then_no_more() -> None:
+    counter = ratelimit.WindowCounter(3)
+
+    assert [counter.allow(100.0 + i) for i in range(4)] == [True, True, True, False]
+    assert counter.allow(161.0)  # a new minute
+
+
+def test_it_caps_the_sockets_of_one_session_and_frees_a_place_on_close() -> None:
+    sockets = ratelimit.SessionSockets()
+
+    assert sockets.acquire("s1", 2) and sockets.acquire("s1", 2)
+    assert not sockets.acquire("s1", 2)
+    assert sockets.acquire("s2", 2)
+    sockets.release("s1")
+    assert sockets.acquire("s1", 2)
+
+
+def test_every_limit_is_documented_in_env_example() -> None:
+    text = (settings.BASE_DIR / ".env.example").read_text()
+    for name in (
+        "ARENA_LOGIN_FAILURES", "ARENA_LOGIN_WINDOW_S", "ARENA_LOGIN_LOCKOUT_S", "ARENA_LOGIN_IP_FAILURES",
+        "ARENA_VERDICT_POSTS_PER_MINUTE", "ARENA_QUESTION_POSTS_PER_MINUTE", "ARENA_INVITATION_POSTS_PER_MINUTE",
+        "ARENA_WS_FRAMES_PER_MINUTE", "ARENA_WS_SNAPSHOTS_PER_MINUTE", "ARENA_WS_SOCKETS_PER_SESSION",
+        "ARENA_CHANNEL_LAYER", "ARENA_REDIS_MAX_CONNECTIONS", "ARENA_SWEEP_SECONDS",
+    ):
+        assert f"\n{name}=" in text, name
