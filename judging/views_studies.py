@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import math
 import statistics
-from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth import get_user_model, login
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -66,7 +66,8 @@ def queue(request: HttpRequest) -> HttpResponse:
         "summary": summary,
         "studies": open_studies,
         "invited_study": invited_study,
-        "notice": request.GET.get("notice", "")[:300],
+        # Only the reasons study_next gave, never text from the address (a link could plant any text).
+        "notice": " ".join(str(m) for m in messages.get_messages(request)),
     }
     return render(request, "judging/queue.html", context)
 
@@ -77,7 +78,8 @@ def study_next(request: HttpRequest, study_id: int) -> HttpResponse:
     study = get_object_or_404(Study, pk=study_id, active=True)
     claim = studies.next_debate(study, request.user)  # type: ignore[arg-type]
     if claim.assignment is None:
-        return HttpResponseRedirect(f"{reverse('judge_queue')}?{urlencode({'notice': claim.reason})}")
+        messages.info(request, claim.reason)
+        return HttpResponseRedirect(reverse("judge_queue"))
     return HttpResponseRedirect(reverse("judge_debate", args=[claim.assignment.debate_id]))
 
 
