@@ -76,8 +76,10 @@ class ExportAdmin(admin.ModelAdmin):
 
 @admin.register(Study)
 class StudyAdmin(admin.ModelAdmin):
-    list_display = ("name", "mode", "verdicts_per_debate", "distinct_story", "per_judge_cap", "active", "created_at")
-    list_filter = ("mode", "active")
+    list_display = ("name", "mode", "verdicts_per_debate", "distinct_story", "per_judge_cap", "open_to_all", "active",
+                    "created_at")
+    list_filter = ("mode", "active", "open_to_all")
+    filter_horizontal = ("members",)
 
 
 @admin.register(StudyDebate)

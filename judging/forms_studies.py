@@ -47,7 +47,7 @@ class StudyForm(forms.ModelForm):
             "name", "description", "mode", "verdicts_per_debate", "sample_fraction", "tournament", "protocol",
             "question_set",
             "distinct_story", "per_judge_cap", "gold_every", "lease_seconds", "question_deadline_s",
-            "ai_questioner", "leaderboard",
+            "ai_questioner", "leaderboard", "open_to_all",
         ]
         widgets = {"description": forms.Textarea(attrs={"rows": 2})}
 

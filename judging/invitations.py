@@ -85,6 +85,8 @@ def accept_invitation(token: str, username: str, password: str) -> AbstractBaseU
         unused = Invitation.objects.filter(pk=invitation.pk, used_at__isnull=True)
         if unused.update(used_at=timezone.now(), used_by=user) != 1:
             raise InvitationError("this invitation was already used; ask the researcher for a new one")
+        if invitation.study_id is not None:
+            invitation.study.members.add(user)  # the judge now sees the study even when it is members-only
     return user
 
 

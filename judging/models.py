@@ -278,6 +278,13 @@ class Study(models.Model):
         help_text="Asks the question when the judge's deadline passes (empty: the round goes on with none).",
     )
     leaderboard = models.BooleanField(default=False, help_text="Judges see a leaderboard of log scores.")
+    open_to_all = models.BooleanField(
+        default=True, help_text="Every judge sees the study; off: only its members (accepting its invitation joins)."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="member_studies",
+        help_text="Judges who see the study when it is not open to all.",
+    )
     active = models.BooleanField(default=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -32,6 +32,7 @@ from django.db.models import Count, F, Q, QuerySet
 from django.utils import timezone
 
 from arena.models import Debate, Question, Tournament
+from arena.roles import JUDGE
 from arena.services import assign_judge
 from judging import scheduler
 from judging.models import Assignment, StoryExposure, Study, StudyDebate, StudySlot, Verdict
@@ -327,6 +328,30 @@ class Claim:
     resumed: bool = False
 
 
+def visible_studies(judge: AbstractBaseUser) -> QuerySet[Study]:
+    """The open studies ``judge`` may see, take debates from and see the leaderboard of: those open
+    to all judges and those the judge is a member of. Hand assignment does not look at membership."""
+    return Study.objects.filter(Q(open_to_all=True) | Q(members=judge), active=True).distinct()
+
+
+def may_join(study: Study, judge: AbstractBaseUser) -> bool:
+    """Whether ``judge`` may take debates from ``study`` (see :func:`visible_studies`)."""
+    return study.open_to_all or study.members.filter(pk=judge.pk).exists()
+
+
+def set_member(study: Study, username: str, member: bool) -> AbstractBaseUser:
+    """Add the judge named ``username`` to ``study``'s members (or remove them); raises
+    :class:`StudyError` when no active judge has that name."""
+    judge = get_user_model().objects.filter(username=username.strip(), groups__name=JUDGE, is_active=True).first()
+    if judge is None:
+        raise StudyError(f"no active judge named {username.strip()!r}")
+    if member:
+        study.members.add(judge)
+    else:
+        study.members.remove(judge)
+    return judge
+
+
 def held_slot(study: Study, judge: AbstractBaseUser, now: datetime | None = None) -> StudySlot | None:
     """The slot ``judge`` holds in ``study`` under a live lease and has not judged yet."""
     now = now or timezone.now()
@@ -346,6 +371,8 @@ def next_debate(study: Study, judge: AbstractBaseUser, now: datetime | None = No
     """
     if not study.active:
         return Claim(None, "this study is closed")
+    if not may_join(study, judge):
+        return Claim(None, "this study is open to its members only")
     refresh(study)
     now = now or timezone.now()
     with transaction.atomic():

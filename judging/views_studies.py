@@ -57,7 +57,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     }
     invited = Invitation.objects.filter(used_by=request.user, study__isnull=False).select_related("study").first()
     invited_study = invited.study if invited is not None else None
-    open_studies = list(Study.objects.filter(active=True).order_by("-created_at"))
+    open_studies = list(studies.visible_studies(request.user).order_by("-created_at"))  # type: ignore[arg-type]
     open_studies.sort(key=lambda s: s != invited_study)  # stable: the study they were invited for first
     context = {
         "pending": [{"assignment": a, "lease": leases.get(a.debate_id)} for a in pending],
@@ -75,7 +75,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 @require_POST
 @judge_required
 def study_next(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, pk=study_id, active=True)
+    study = get_object_or_404(studies.visible_studies(request.user), pk=study_id)  # type: ignore[arg-type]
     claim = studies.next_debate(study, request.user)  # type: ignore[arg-type]
     if claim.assignment is None:
         messages.info(request, claim.reason)
@@ -85,7 +85,8 @@ def study_next(request: HttpRequest, study_id: int) -> HttpResponse:
 
 @judge_required
 def study_leaderboard(request: HttpRequest, study_id: int) -> HttpResponse:
-    study = get_object_or_404(Study, pk=study_id, leaderboard=True)
+    visible = studies.visible_studies(request.user)  # type: ignore[arg-type]
+    study = get_object_or_404(visible, pk=study_id, leaderboard=True)
     board = quality.leaderboard(Verdict.objects.filter(debate__study_entries__study=study))
     return render(request, "judging/leaderboard.html", {"study": study, "board": board})
 
@@ -150,6 +151,14 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     elif request.method == "POST" and request.POST.get("action") in ("close", "open"):
         Study.objects.filter(pk=study.pk).update(active=request.POST["action"] == "open")
         return HttpResponseRedirect(reverse("study_detail", args=[study.pk]))
+    elif request.method == "POST" and request.POST.get("action") in ("add_member", "remove_member"):
+        adding = request.POST["action"] == "add_member"
+        try:
+            judge = studies.set_member(study, request.POST.get("username", ""), adding)
+        except studies.StudyError as exc:
+            error = str(exc)
+        else:
+            message = f"{judge} {'added to' if adding else 'removed from'} the members"
     elif request.method == "POST" and request.POST.get("action") == "refresh":
         message = f"{studies.refresh(study)} debates added"
     elif request.method == "POST" and request.POST.get("action") == "add":
@@ -167,6 +176,7 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
     flags = studies.exposure_flags(Verdict.objects.filter(debate__study_entries__study=study))
     context = {
         "study": study,
+        "members": study.members.order_by("username"),
         "rules": studies.rules_of(study),
         "progress": studies.progress(study),
         "slots": slots[:500],

@@ -6,8 +6,10 @@ import pytest
 from django.test import Client
 
 from arena.models import Debate
-from judging import studies
-from judging.models import Assignment, Study, Verdict
+from judging import invitations, studies
+from judging.models import Assignment, Study, StudySlot, Verdict
+
+GOOD_PASSWORD = "correct horse battery staple 42"
 
 
 def _client(user) -> Client:  # type: ignore[no-untyped-def]
@@ -121,3 +123,54 @@ def test_the_analysis_page_says_how_many_verdicts_break_an_exposure_rule(alice, 
         Verdict.objects.create(debate=debate, judge=bob, shown_first=0, p_a=0.7, p_b=0.3, reason="x", correct=True)
     page = _client(alice).get("/analysis/").content.decode()
     assert "1 human verdict in the record breaks an exposure rule" in page
+
+
+@pytest.mark.django_db
+def test_a_members_only_study_is_hidden_from_judges_who_are_not_members(alice, bob, charlie, finished_debate) -> None:  # type: ignore[no-untyped-def]
+    study = studies.create_study(name="closed circle", created_by=alice, debates=[finished_debate],
+                                 open_to_all=False, leaderboard=True)
+    study.members.add(charlie)
+    outsider = _client(bob)
+    assert "closed circle" not in outsider.get("/judge/").content.decode()
+    assert outsider.post(f"/judge/studies/{study.pk}/next/").status_code == 404
+    assert outsider.get(f"/judge/studies/{study.pk}/leaderboard/").status_code == 404
+    assert not studies.next_debate(study, bob).assignment  # the service refuses too
+    assert not StudySlot.objects.filter(judge=bob).exists()  # no slot of the study handed out
+    member = _client(charlie)
+    assert "closed circle" in member.get("/judge/").content.decode()
+    assert member.get(f"/judge/studies/{study.pk}/leaderboard/").status_code == 200
+    response = member.post(f"/judge/studies/{study.pk}/next/")
+    assert response.status_code == 302 and response["Location"] == f"/judge/debates/{finished_debate.pk}/"
+
+
+@pytest.mark.django_db
+def test_an_invitation_for_a_members_only_study_makes_the_new_judge_a_member(alice, finished_debate) -> None:  # type: ignore[no-untyped-def]
+    study = studies.create_study(name="closed circle", created_by=alice, debates=[finished_debate], open_to_all=False)
+    _, token = invitations.create_invitation(created_by=alice, study=study)
+    client = Client()
+    response = client.post(f"/join/{token}/", {"username": "dana", "password": GOOD_PASSWORD, "password_again": GOOD_PASSWORD})
+    assert response.status_code == 302
+    assert list(study.members.values_list("username", flat=True)) == ["dana"]
+    assert "closed circle" in client.get("/judge/").content.decode()
+    assert client.post(f"/judge/studies/{study.pk}/next/").status_code == 302
+    assert Assignment.objects.filter(judge__username="dana", debate=finished_debate).exists()
+
+
+@pytest.mark.django_db
+def test_a_researcher_adds_and_removes_members_on_the_study_page(alice, charlie, finished_debate) -> None:  # type: ignore[no-untyped-def]
+    study = studies.create_study(name="closed circle", created_by=alice, debates=[finished_debate], open_to_all=False)
+    researcher = Client(enforce_csrf_checks=True)
+    researcher.force_login(alice)
+    assert researcher.post(f"/studies/{study.pk}/", {"action": "add_member", "username": "charlie"}).status_code == 403
+    page = researcher.get(f"/studies/{study.pk}/")
+    assert "its members only" in page.content.decode()
+    token = page.cookies["csrftoken"].value
+    added = researcher.post(f"/studies/{study.pk}/", {"action": "add_member", "username": "charlie", "csrfmiddlewaretoken": token})
+    assert added.status_code == 200 and "charlie added to the members" in added.content.decode()
+    assert "closed circle" in _client(charlie).get("/judge/").content.decode()
+    unknown = researcher.post(f"/studies/{study.pk}/", {"action": "add_member", "username": "nobody", "csrfmiddlewaretoken": token})
+    assert unknown.status_code == 400 and "no active judge named" in unknown.content.decode()
+    assert researcher.post(f"/studies/{study.pk}/", {"action": "add_member", "username": "alice", "csrfmiddlewaretoken": token}).status_code == 400
+    researcher.post(f"/studies/{study.pk}/", {"action": "remove_member", "username": "charlie", "csrfmiddlewaretoken": token})
+    assert not study.members.exists()
+    assert "closed circle" not in _client(charlie).get("/judge/").content.decode()
