@@ -82,21 +82,27 @@ def fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def chromium_page(daphne_server: "Server") -> Iterator[object]:
-    """A Chromium page (Playwright) for a test that talks to ``daphne_server``."""
+def browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright (no browser download at test time)."""
     from playwright.sync_api import sync_playwright
 
     from arena_test_support import CHROMIUM_ARGS
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        yield browser.new_page()
-        browser.close()
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
         # Queries in the test ran while Playwright's event loop was set, in a context of their own
         # with its own connection: close it, or the test database cannot be dropped at the end.
         from django.db import connections
 
         connections.close_all()
+
+
+@pytest.fixture
+def chromium_page(browser, daphne_server: "Server") -> object:  # type: ignore[no-untyped-def]
+    """A Chromium page (Playwright) for a test that talks to ``daphne_server``."""
+    return browser.new_page()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
@@ -14,20 +13,8 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 
 @pytest.fixture
-def page(daphne_server) -> Iterator[object]:  # type: ignore[no-untyped-def]
-    from playwright.sync_api import sync_playwright
-
-    from arena_test_support import CHROMIUM_ARGS
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        yield browser.new_page()
-        browser.close()
-        # Queries in the test ran while Playwright's event loop was set, in a context of their own
-        # with its own connection: close it, or the test database cannot be dropped at the end.
-        from django.db import connections
-
-        connections.close_all()
+def page(chromium_page):  # type: ignore[no-untyped-def]
+    return chromium_page
 
 
 def test_it_lets_a_researcher_start_a_debate_that_is_queued(page, daphne_server, alice, bob, question, profile) -> None:  # type: ignore[no-untyped-def]

@@ -5,7 +5,6 @@ a researcher reads the judge-quality page and excludes a flagged judge."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 from django.utils import timezone
@@ -22,19 +21,9 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # Playwright's sync API runs an event loop in this thread; the ORM calls here are plain sync calls.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
-from arena_test_support import CHROMIUM_ARGS, PASSWORD  # noqa: E402
+from arena_test_support import PASSWORD  # noqa: E402
 
 NEW_PASSWORD = "a long new judge password 7"
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _sign_in(page, base_url: str, username: str, landing: str) -> None:  # type: ignore[no-untyped-def]

@@ -7,28 +7,20 @@ from __future__ import annotations
 import pytest
 from django.test import Client
 
+from arena_test_support import signed_in
+
 from arena.constitution import default_constitution
 from arena.forms import NewDebateForm
 from arena.models import Debate, Question, QuestionSet
 from debaters.profiles import DEFAULT_PROFILE, EVIDENCE_PROFILE, default_profile, evidence_profile
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _fast_password_hasher(settings) -> None:  # type: ignore[no-untyped-def]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("fast_passwords")]
 
 
 @pytest.fixture(autouse=True)
 def _no_queue(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # The form is what is tested; nothing needs to run.
     monkeypatch.setattr("arena.services.enqueue_debate", lambda debate_id: None)
-
-
-def _client(user) -> Client:  # type: ignore[no-untyped-def]
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 def _many_questions(count: int) -> QuestionSet:
@@ -44,7 +36,7 @@ def _many_questions(count: int) -> QuestionSet:
 
 
 def test_the_form_preselects_no_judge_and_explains_every_field(alice, bob, question) -> None:  # type: ignore[no-untyped-def]
-    body = _client(alice).get("/debates/").content.decode()
+    body = signed_in(alice).get("/debates/").content.decode()
     assert 'name="judges"' in body and "checked" not in body.split('name="judges"')[1].split(">")[0]
     assert 'type="text" name="question"' in body and "<select name=\"question\"" not in body
     form = NewDebateForm()
@@ -55,7 +47,7 @@ def test_the_form_preselects_no_judge_and_explains_every_field(alice, bob, quest
 
 
 def test_the_demo_ships_two_debater_profiles_in_distinct_styles(alice, question) -> None:  # type: ignore[no-untyped-def]
-    body = _client(alice).get("/debates/").content.decode()
+    body = signed_in(alice).get("/debates/").content.decode()
     first, second = default_profile(), evidence_profile()
     assert (first.name, second.name) == (DEFAULT_PROFILE, EVIDENCE_PROFILE)
     assert (first.speech_style, second.speech_style) == ("structured", "evidence")
@@ -65,7 +57,7 @@ def test_the_demo_ships_two_debater_profiles_in_distinct_styles(alice, question)
 
 def test_the_picker_finds_questions_by_words_id_and_set_and_shows_the_story_title(alice, question) -> None:  # type: ignore[no-untyped-def]
     other = _many_questions(60)
-    client = _client(alice)
+    client = signed_in(alice)
     by_words = client.get("/debates/questions/", {"q": "robot 42"}).json()
     assert [r["external_id"] for r in by_words["results"]] == ["gen-42"]
     assert by_words["results"][0]["title"] == "Robots 42" and by_words["results"][0]["set"] == "other-set"
@@ -78,7 +70,7 @@ def test_the_picker_finds_questions_by_words_id_and_set_and_shows_the_story_titl
 
 
 def test_the_picker_is_for_researchers_only(bob) -> None:  # type: ignore[no-untyped-def]
-    assert _client(bob).get("/debates/questions/", {"q": "x"}).status_code in (302, 403)
+    assert signed_in(bob).get("/debates/questions/", {"q": "x"}).status_code in (302, 403)
 
 
 def _post(client: Client, question_value: object, profile) -> object:  # type: ignore[no-untyped-def]
@@ -91,7 +83,7 @@ def _post(client: Client, question_value: object, profile) -> object:  # type: i
 
 
 def test_a_question_may_be_given_by_external_id_and_an_unknown_one_is_a_clear_error(alice, question, profile) -> None:  # type: ignore[no-untyped-def]
-    client = _client(alice)
+    client = signed_in(alice)
     response = _post(client, "no-such-question", profile)
     assert response.status_code == 200  # type: ignore[attr-defined]
     assert "No question has the id or external id" in response.content.decode()  # type: ignore[attr-defined]
