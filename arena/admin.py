@@ -1,4 +1,7 @@
+from collections.abc import Sequence
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from arena import profiles
 from arena.models import Candidate, Constitution, Debate, JudgeQuestion, Question, QuestionSet, Revision, Tournament, Turn
@@ -17,7 +20,7 @@ class QuestionAdmin(admin.ModelAdmin):
     list_filter = ("question_set",)
     search_fields = ("external_id", "question", "source_title", "fingerprint", "source_hash")
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: Question | None = None) -> Sequence[str]:
         # source_hash/fingerprint are computed on save (arena.identity). A question that debates
         # use is what their turns and verdicts refer to: freeze its content (manage.py check_record).
         if obj is not None and obj.debates.exists():
@@ -35,7 +38,7 @@ class DebaterProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "lineage", "version", "backend", "model", "speech_style", "context_tokens", "created_at")
     search_fields = ("name", "model")
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: DebaterProfile | None = None) -> Sequence[str]:
         # A profile a debate used is a record of who argued: freeze it (edits make a new version).
         if obj is not None and profiles.is_used(obj):
             return PROFILE_FIELDS_FROZEN_WHEN_USED
@@ -46,7 +49,7 @@ class DebaterProfileAdmin(admin.ModelAdmin):
 class ConstitutionAdmin(admin.ModelAdmin):
     list_display = ("name", "version", "created_at")
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: Constitution | None = None) -> Sequence[str]:
         # A version a debate used is a record of what the debaters were told: freeze it.
         if obj is not None and obj.is_used():
             return ("name", "version", "principles", "rules", "preamble", "created_by")

@@ -147,6 +147,7 @@ class NewDebateForm(forms.Form):
         """The question already chosen (a re-shown form), for the picker's summary."""
         value = self["question"].value()
         try:
+            # ModelChoiceField.to_python returns a Question or None; django-stubs types it as Any.
             return self.fields["question"].to_python(value)  # type: ignore[no-any-return]
         except forms.ValidationError:
             return None
@@ -188,6 +189,7 @@ class NewDebateForm(forms.Form):
         question, judges = data.get("question"), data.get("judges")
         if isinstance(question, Question) and judges:
             # Hand assignment follows the exposure rules too (docs/judging.md), refused with the rule named.
+            # ``judges`` is the cleaned ModelMultipleChoiceField value: a QuerySet of users.
             for name, broken in check_new_debate(question, judges).items():  # type: ignore[arg-type]
                 self.add_error("judges", f"{name} may not judge this question ({ExposureError(broken)}); deselect them")
         needed = ("rounds", "max_tokens", "word_limit", "protocol", "scoring", "turn_penalty")

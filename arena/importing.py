@@ -150,17 +150,26 @@ def changed_question_message(existing: Question, changes: list[str]) -> str:
 def identical_elsewhere(qset: QuestionSet, row: dict[str, object]) -> Question | None:
     """The first question of another set identical to ``row`` (same story, question and answers in
     either order: ``Question.fingerprint``), if any."""
-    answers = [str(a) for a in row["answers"]]  # type: ignore[attr-defined]
-    fingerprint = identity.question_fingerprint(identity.story_hash(str(row["source_text"])), str(row["question"]), answers)
+    fingerprint = identity.question_fingerprint(
+        identity.story_hash(str(row["source_text"])), str(row["question"]), _answers(row)
+    )
     return Question.objects.filter(fingerprint=fingerprint).exclude(question_set=qset).order_by("pk").first()
 
 
 def in_order_of(model: Question, row: dict[str, object]) -> None:
     """Store ``row`` (a new question identical to ``model``) in ``model``'s answer order."""
-    reversed_ = identity.answer_order(model.answers, [str(a) for a in row["answers"]])  # type: ignore[union-attr]
-    if reversed_:
-        row["answers"] = list(row["answers"])[::-1]  # type: ignore[call-overload]
-        row["correct_index"] = 1 - int(row["correct_index"])  # type: ignore[call-overload]
+    answers = _answers(row)
+    if identity.answer_order(model.answers, answers):
+        row["answers"] = answers[::-1]
+        row["correct_index"] = 1 - int(str(row["correct_index"]))
+
+
+def _answers(row: dict[str, object]) -> list[str]:
+    """The two answers of a row that ``parse_line`` accepted (it checked they are a list of two)."""
+    answers = row["answers"]
+    if not isinstance(answers, list | tuple):
+        raise TypeError(f"answers must be a list, not {type(answers).__name__}")
+    return [str(a) for a in answers]
 
 
 def import_questions(path: Path, set_name: str | None = None, description: str = "") -> ImportResult:

@@ -57,6 +57,7 @@ class Question(models.Model):
         self.source_hash = identity.story_hash(self.source_text)
         self.fingerprint = identity.question_fingerprint(self.source_hash, self.question, self.answers)
         if kwargs.get("update_fields") is not None:
+            # ``kwargs`` is typed ``object`` (save's signature); Django accepts any iterable of names here.
             kwargs["update_fields"] = {*kwargs["update_fields"], "source_hash", "fingerprint"}  # type: ignore[misc]
         super().save(*args, **kwargs)  # type: ignore[arg-type]
 

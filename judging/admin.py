@@ -1,5 +1,8 @@
+from collections.abc import Sequence
+
 from django import forms
 from django.contrib import admin
+from django.http import HttpRequest
 
 from arena import profiles
 from arena.models import Debate
@@ -54,7 +57,7 @@ class VerdictAdmin(admin.ModelAdmin):
 class JudgeProfileAdmin(admin.ModelAdmin):
     list_display = ("name", "lineage", "version", "backend", "model", "prompt_version", "chain_of_thought", "clamp")
 
-    def get_readonly_fields(self, request, obj=None):  # type: ignore[no-untyped-def]
+    def get_readonly_fields(self, request: HttpRequest, obj: JudgeProfile | None = None) -> Sequence[str]:
         # A judge profile that judged is a record of who judged: freeze it (edits make a new version).
         if obj is not None and profiles.is_used(obj):
             return [f.name for f in JudgeProfile._meta.fields if f.name not in ("id", "description", "created_at")]

@@ -32,8 +32,8 @@ class Command(BaseCommand):
         parser.add_argument("--sessions-out", type=Path, default=None, help="write a signed-in session per judge here")
 
     def handle(self, *args: object, **opts: object) -> None:
-        count = int(opts["count"])  # type: ignore[arg-type]
-        if not 1 <= count <= 100_000:
+        count = opts["count"]
+        if not isinstance(count, int) or not 1 <= count <= 100_000:
             raise CommandError("--count must be between 1 and 100000")
         prefix = str(opts["prefix"])
         debate = None
