@@ -5,6 +5,11 @@ allowed origin (``AllowedHostsOriginValidator``), and a judge only for a debate 
 Nothing sent here contains the source text or the gold answer. A judge gets every message
 relabelled in their own answer order, per connection (``judging.judge_view``): ``answer`` (A/B)
 instead of the stored ``side``. Schema: docs/streaming.md.
+
+Live events reach the sockets through this process's ``arena.fanout.DebateBroadcaster`` of the
+debate (one group member per process, one frame per socket per pass, several events in a ``batch``
+when they queued up). ``ARENA_WS_FANOUT=per-socket`` brings back the path before it, each consumer
+a group member sending one frame per event: the benchmarks' baseline.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from arena.fanout import RAW_SEND, DebateBroadcaster, broadcaster_for
 from arena.models import Debate, Turn
 from arena.ratelimit import WS_CLOSE_LIMITED, SessionSockets, WindowCounter
 from arena.roles import is_judge, is_researcher
 from arena.runner import turn_payload
 from arena.streaming import group_name, read_inflight
 from judging.judge_view import JudgeView, judge_view_for
+from judging.sockets import CLOSE_DEACTIVATED, follow_account, unfollow_account
 
 MAX_CLIENT_MESSAGE = 4096
 
@@ -50,8 +57,24 @@ class DebateConsumer(AsyncWebsocketConsumer):
     # A judge's labels (their A/B order, never the stored one); None for researchers.
     view: JudgeView | None = None
     session_key: str | None = None
+    account_id: int | None = None  # judging.sockets: the user whose deactivation closes this socket
     frames: WindowCounter
     snapshots: WindowCounter
+    # This process's fan-out of the debate; None on the per-socket path (ARENA_WS_FANOUT).
+    broadcaster: DebateBroadcaster | None = None
+
+    @property
+    def form(self) -> int | None:
+        """Sockets that get the same text for every event: researchers, or judges by answer order."""
+        return None if self.view is None else self.view.shown_first
+
+    def relabel(self, text: str) -> str:
+        return text if self.view is None else _judge_text(self.debate_id, self.view, text)
+
+    async def send_frame(self, text: str) -> None:
+        """A frame of live events, straight to the server (arena.fanout.RawSendMiddleware): the
+        broadcaster calls this for every socket on every pass."""
+        await self.scope.get(RAW_SEND, self.base_send)({"type": "websocket.send", "text": text})
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -66,6 +89,10 @@ class DebateConsumer(AsyncWebsocketConsumer):
         allowed, researcher = await sync_to_async(_access)(user, self.debate_id)
         if not allowed:
             await self.close(code=4403)
+            return
+        self.account_id = user.pk  # judging.sockets: deactivating the user closes this socket
+        if not await follow_account(self.channel_layer, self.channel_name, user.pk):
+            await self.close(code=CLOSE_DEACTIVATED)
             return
         self.researcher = researcher
         if not researcher:
@@ -83,16 +110,26 @@ class DebateConsumer(AsyncWebsocketConsumer):
         self.frames = WindowCounter(settings.ARENA_WS_FRAMES_PER_MINUTE)
         self.snapshots = WindowCounter(settings.ARENA_WS_SNAPSHOTS_PER_MINUTE)
         # Join before reading the snapshot, so that nothing falls between the two; duplicates are
-        # dropped by sequence number.
-        await self.channel_layer.group_add(group_name(self.debate_id), self.channel_name)
+        # dropped by sequence number. The broadcaster holds this socket's events until the snapshot
+        # is sent.
+        if settings.ARENA_WS_FANOUT == "per-socket":
+            await self.channel_layer.group_add(group_name(self.debate_id), self.channel_name)
+        else:
+            self.broadcaster = broadcaster_for(self.debate_id)
+            await self.broadcaster.join(self)
         await self.accept()
         await self._send_snapshot()
 
     async def disconnect(self, code: int) -> None:
+        if self.account_id is not None:  # judging.sockets
+            await unfollow_account(self.channel_layer, self.channel_name, self.account_id)
         if self.session_key is not None:
             _session_sockets.release(self.session_key)
             self.session_key = None
-        if hasattr(self, "debate_id"):
+        if self.broadcaster is not None:
+            await self.broadcaster.leave(self)
+            self.broadcaster = None
+        elif hasattr(self, "debate_id"):
             await self.channel_layer.group_discard(group_name(self.debate_id), self.channel_name)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -122,14 +159,27 @@ class DebateConsumer(AsyncWebsocketConsumer):
             await self._error(f"unknown message type {kind[:40]!r}")
 
     async def debate_event(self, message: dict[str, str]) -> None:
-        # Serialised once by the worker (arena.streaming.group_message); a judge's relabelled form
-        # once per message and answer order in this process, however many sockets watch.
-        text = message["json"]
-        if self.view is not None:
-            text = _judge_text(self.debate_id, self.view, text)
-        await self.send(text_data=text)
+        """The per-socket path only (the broadcaster writes the events itself). Serialised once by
+        the worker (arena.streaming.group_message); a judge's relabelled form once per message and
+        answer order in this process, however many sockets watch."""
+        await self.send(text_data=self.relabel(message["json"]))
+
+    async def account_closed(self, message: dict[str, str]) -> None:
+        # judging.sockets.close_user_sockets: the user was deactivated while this socket was open.
+        await self.close(code=CLOSE_DEACTIVATED)
 
     async def _send_snapshot(self) -> None:
+        if self.broadcaster is None:
+            await self._write_snapshot()
+            return
+        # Events that arrive while the snapshot is read and sent go out right after it, not before.
+        self.broadcaster.hold(self)
+        try:
+            await self._write_snapshot()
+        finally:
+            await self.broadcaster.release(self)
+
+    async def _write_snapshot(self) -> None:
         snapshot = await sync_to_async(_snapshot)(self.debate_id, self.researcher)
         inflight = await read_inflight(self.debate_id)
         done = {t["turn"] for t in snapshot["turns"]}

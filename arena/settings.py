@@ -150,6 +150,18 @@ ARENA_WS_SOCKETS_PER_SESSION = envint("ARENA_WS_SOCKETS_PER_SESSION", "20")
 # thousand spectators arriving together on two cores: each handshake reads the session, the access
 # rights and a snapshot, and they queue for the one thread the ORM runs on.
 ARENA_WS_CONNECT_TIMEOUT_S = envint("ARENA_WS_CONNECT_TIMEOUT_S", "60")
+# How live events reach the sockets of a web process (arena/fanout.py): "broadcast", one group
+# member per debate writing every socket a frame per pass (several events in a batch under load), or
+# "per-socket", every socket a group member with a frame per event (the path before; the benchmarks'
+# baseline).
+ARENA_WS_FANOUT = env("ARENA_WS_FANOUT", "broadcast")
+if ARENA_WS_FANOUT not in ("broadcast", "per-socket"):
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ARENA_WS_FANOUT must be broadcast or per-socket, not {ARENA_WS_FANOUT!r}")
+# The broadcaster's least interval between two passes over its sockets, in milliseconds: 0 writes
+# as soon as the last pass is done (batches form only when a pass falls behind).
+ARENA_WS_TICK_MS = envint("ARENA_WS_TICK_MS", "0")
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import yaml
 from django import forms
+from django.conf import settings
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import get_object_or_404, render
@@ -23,7 +24,7 @@ from arena.tournaments import TournamentConfigError, TournamentStateError
 from debaters.models import DebaterProfile
 from debaters.profiles import default_profile
 from judging.ai_verdicts import default_judge_profile
-from judging.models import JudgeProfile
+from judging.models import JudgeProfile, Study
 
 MAX_YAML = 20_000
 DEBATES_PAGE = 50
@@ -63,6 +64,54 @@ class TournamentForm(forms.Form):
     seed = forms.IntegerField(required=False, initial=0)
     chunk_size = forms.IntegerField(required=False, initial=tournaments.DEFAULT_CHUNK, label="Debates per worker task")
     self_play = forms.BooleanField(required=False, label="Self-play too")
+    # The YAML ``human:`` block (docs/judging.md). Not required and not range-checked here: the
+    # definition's own validation (judging.studies.parse_human_verdicts) judges them, as for YAML.
+    human = forms.BooleanField(
+        required=False, label="Human verdicts too",
+        help_text="A study collects human verdicts next to the AI panel; judges get them through \"Next debate\".",
+    )
+    human_fraction = forms.FloatField(
+        required=False, initial=1.0, label="Share of debates judged by humans",
+        help_text="Above 0, at most 1: a random share of the debates, drawn once per debate (1: all).",
+    )
+    human_verdicts = forms.IntegerField(
+        required=False, initial=1, label="Human verdicts per debate", help_text="1 to 50 judges on each chosen debate."
+    )
+    human_mode = forms.ChoiceField(
+        choices=Study.Mode.choices, initial=Study.Mode.OFFLINE, required=False, label="Human judges watch",
+        help_text="live: the debate as it runs; offline: the finished transcript (as NYU's offline judges).",
+    )
+    human_lease = forms.IntegerField(
+        required=False, label="Lease (seconds)",
+        help_text=f"How long a judge holds a debate they took (empty: ARENA_JUDGE_LEASE_SECONDS, "
+        f"{settings.ARENA_JUDGE_LEASE_SECONDS}); an abandoned one returns to the pool.",
+    )
+    # A select, not a checkbox: this rule is on by default, and an unticked box (or a POST without the
+    # field) could not be told from one left alone. Empty or absent: the YAML default, true.
+    human_distinct_story = forms.TypedChoiceField(
+        choices=[("true", "yes"), ("false", "no")],
+        coerce=lambda value: value == "true",
+        empty_value=None,
+        initial="true",
+        required=False,
+        label="One debate per story per judge",
+        help_text="Yes (default): a judge never judges two debates on the same story, since after a verdict the "
+        "page reveals the gold answer and the story's title, so a second judgment on it would be contaminated.",
+    )
+    human_per_judge_cap = forms.IntegerField(
+        required=False,
+        label="Per-judge cap",
+        help_text="At most this many of the study's debates per judge (a positive integer; empty: no cap), "
+        "so that one prolific judge cannot dominate the study.",
+        # Django refuses a non-number before the definition's validation sees it; word it as that does.
+        error_messages={"invalid": '"Per-judge cap" must be a positive integer (or left empty)'},
+    )
+    human_leaderboard = forms.BooleanField(
+        required=False,
+        label="Leaderboard for judges",
+        help_text="Judges see the study's judges ranked by mean log score (NYU's measure). Off by default: "
+        "a judge sees only their own history on their queue.",
+    )
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -96,7 +145,27 @@ class TournamentForm(forms.Form):
             "chunk_size": data.get("chunk_size") or tournaments.DEFAULT_CHUNK,
             "self_play": bool(data.get("self_play")),
             **({"constitution": data["constitution"].label} if data.get("constitution") else {}),
+            **({"human": self._human_block()} if data.get("human") else {}),
         }
+
+    def _human_block(self) -> dict[str, object]:
+        """The ``human:`` block the fields make; empty fields take the YAML defaults."""
+        data = self.cleaned_data
+        block: dict[str, object] = {}
+        for field, key in (
+            ("human_fraction", "fraction"),
+            ("human_verdicts", "verdicts"),
+            ("human_mode", "mode"),
+            ("human_lease", "lease_seconds"),
+            ("human_distinct_story", "distinct_story"),
+            ("human_per_judge_cap", "per_judge_cap"),
+        ):
+            if data.get(field) not in (None, ""):
+                block[key] = data[field]
+        # A checkbox has no "empty": unticked is the default (off), so only a ticked one is written.
+        if data.get("human_leaderboard"):
+            block["leaderboard"] = True
+        return block
 
     def uses_fields(self) -> bool:
         """Whether the definition comes from the form's fields (no YAML was pasted)."""
@@ -109,6 +178,14 @@ FIELD_WORDS = {
     "questions.limit": '"Questions (first N)"',
     "questions.match": '"Only questions containing"',
     "questions.set must name a question set": "choose a question set",
+    "human.fraction": '"Share of debates judged by humans"',
+    "human.verdicts": '"Human verdicts per debate"',
+    "human.mode": '"Human judges watch"',
+    "human.lease_seconds": '"Lease (seconds)"',
+    "human.distinct_story": '"One debate per story per judge"',
+    "human.per_judge_cap": '"Per-judge cap"',
+    "human.leaderboard": '"Leaderboard for judges"',
+    "(or left out)": "(or left empty)",
 }
 
 
@@ -130,11 +207,14 @@ class Preview:
     ai_verdicts: int
     questions: int
     judges: int
+    # Expected, not exact: each debate is drawn into the human study with probability ``fraction``.
+    human_verdicts: int = 0
 
 
 def preview(spec: tournaments.TournamentSpec) -> Preview:
     debates = len(tournaments.plan(spec))
-    return Preview(debates, debates * len(spec.judges), len(spec.questions), len(spec.judges))
+    human = round(debates * spec.human.fraction) * spec.human.verdicts if spec.human else 0
+    return Preview(debates, debates * len(spec.judges), len(spec.questions), len(spec.judges), human)
 
 
 @researcher_required

@@ -48,7 +48,9 @@ class Target:
         url = parts[0].rstrip("/")
         host = urlsplit(url).hostname
         if not name or host != "127.0.0.1":
-            raise SystemExit(f"--target {text!r}: want NAME=http://127.0.0.1:PORT[,VAR=VALUE...] (benchmarks stay on 127.0.0.1)")
+            raise SystemExit(
+                f"--target {text!r}: want NAME=http://127.0.0.1:PORT[,VAR=VALUE...] (benchmarks stay on 127.0.0.1)"
+            )
         env = dict(part.split("=", 1) for part in parts[1:] if "=" in part)
         return cls(name, url, env)
 
@@ -61,10 +63,18 @@ class Target:
         """Run ``manage.py`` with this target's environment; its standard output."""
         env = {**os.environ, **self.env}
         done = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            check=False,
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
         )
         if done.returncode != 0:
-            raise SystemExit(f"[{self.name}] manage.py {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+            raise SystemExit(
+                f"[{self.name}] manage.py {' '.join(args)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+            )
         return done.stdout
 
 
@@ -92,7 +102,9 @@ async def sign_in(target: Target, username: str, password: str) -> str:
         )
         session = client.cookies.get("sessionid")
         if answer.status_code != 302 or not session:
-            raise SystemExit(f"[{target.name}] cannot sign in as {username!r}: HTTP {answer.status_code} (page {page.status_code})")
+            raise SystemExit(
+                f"[{target.name}] cannot sign in as {username!r}: HTTP {answer.status_code} (page {page.status_code})"
+            )
         return session
 
 
@@ -191,12 +203,28 @@ class Follower:
     connected_at: float | None = None
     error: str = ""
     mismatch: str = ""
+    # Frames received and the events they carried (a ``batch`` frame carries several).
+    frames: int = 0
+    events: int = 0
+    snapshot_asked: bool = False
 
     def on_message(self, msg: dict[str, object], now: float) -> dict[str, object] | None:
-        """Apply one server message; a message to send back (a snapshot request after a gap), if any."""
+        """Apply one server frame; a message to send back (a snapshot request after a gap), if any.
+        A ``batch``'s events are applied in order, each as if it had come alone, at the frame's time."""
+        self.frames += 1
+        if msg.get("type") != "batch":
+            return self._apply(msg, now)
+        reply = None
+        for event in msg["events"]:  # type: ignore[union-attr]
+            reply = self._apply(event, now) or reply
+        return reply
+
+    def _apply(self, msg: dict[str, object], now: float) -> dict[str, object] | None:
+        self.events += 1
         kind = msg.get("type")
         if kind == "snapshot":
             self.snapshots += 1
+            self.snapshot_asked = False
             if self.connected_at is None:
                 self.connected_at = now
             for turn in msg["turns"]:  # type: ignore[union-attr]
@@ -204,7 +232,12 @@ class Follower:
             for entry in msg["inflight"]:  # type: ignore[union-attr]
                 old = self.turns.get(int(entry["turn"]))
                 if old is None or not old["final"]:
-                    self.turns[int(entry["turn"])] = {"seq": int(entry["seq"]), "text": str(entry["text"]), "final": False, "live": False}
+                    self.turns[int(entry["turn"])] = {
+                        "seq": int(entry["seq"]),
+                        "text": str(entry["text"]),
+                        "final": False,
+                        "live": False,
+                    }
             if msg["debate"]["status"] == "finished":  # type: ignore[index]
                 self.finished = True
         elif kind == "turn_start":
@@ -215,13 +248,17 @@ class Follower:
             if entry is None or entry["final"] or seq <= int(entry["seq"]):  # type: ignore[arg-type]
                 return None
             if seq != int(entry["seq"]) + 1:  # type: ignore[arg-type]
+                # One request at a time, as the page does: later deltas of the turn are gaps too.
+                if self.snapshot_asked:
+                    return None
                 self.gaps += 1
+                self.snapshot_asked = True
                 return {"type": "snapshot"}
             entry["seq"], entry["text"] = seq, str(entry["text"]) + str(msg["text"])
             self.arrivals[(turn, seq)] = now
         elif kind == "turn_reset":
             entry = self.turns.get(int(msg["turn"]))  # type: ignore[arg-type]
-            if entry is not None and not entry["final"]:
+            if entry is not None and not entry["final"] and int(msg["seq"]) > int(entry["seq"]):  # type: ignore[arg-type]
                 entry["seq"], entry["text"] = int(msg["seq"]), ""  # type: ignore[arg-type]
         elif kind == "turn_end":
             entry = self.turns.setdefault(int(msg["turn"]), {"seq": 0, "text": "", "final": False, "live": False})  # type: ignore[arg-type]
@@ -230,7 +267,10 @@ class Follower:
                     self.exact += 1
                 else:
                     self.wrong += 1
-                    self.mismatch = self.mismatch or f"turn {msg['turn']}: streamed ...{str(entry['text'])[-40:]!r}, committed ...{str(msg['text'])[-40:]!r}"
+                    self.mismatch = (
+                        self.mismatch
+                        or f"turn {msg['turn']}: streamed ...{str(entry['text'])[-40:]!r}, committed ...{str(msg['text'])[-40:]!r}"
+                    )
                 entry["final"], entry["text"] = True, str(msg["text"])
         elif kind == "status" and msg.get("status") in ("finished", "failed", "cancelled"):
             self.finished = msg.get("status") == "finished"
@@ -263,7 +303,7 @@ async def follow(target: Target, debate_id: int, session: str, deadline: float) 
                 await ws.send(reply)
     except Closed as exc:
         state.error = f"closed by the server ({exc.code})"
-    except (asyncio.TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
+    except (TimeoutError, asyncio.IncompleteReadError, OSError) as exc:
         state.error = f"{type(exc).__name__}: {exc}"
     finally:
         ws.close()
@@ -274,7 +314,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def load_note() -> str:

@@ -106,7 +106,15 @@ def load_questions(path: Path, n: int, offset: int) -> list[Question]:
             if k < offset:
                 continue
             row = json.loads(line)
-            out.append(Question(row["id"], row["question"], (row["answers"][0], row["answers"][1]), row["source"]["title"], row["source"]["text"]))
+            out.append(
+                Question(
+                    row["id"],
+                    row["question"],
+                    (row["answers"][0], row["answers"][1]),
+                    row["source"]["title"],
+                    row["source"]["text"],
+                )
+            )
             if len(out) == n:
                 break
     return out
@@ -138,7 +146,9 @@ def quote_rank(q: Question, side: int, span_start: int) -> int:
     return ranked.index(holder) + 1
 
 
-async def run_debate(model: ModelAPI, q: Question, style: str, limits: Limits, seed: int) -> DebateResult:
+async def run_debate(
+    model: ModelAPI, q: Question, style: str, limits: Limits, seed: int, *, constrain: bool = True
+) -> DebateResult:
     rules = parse_rules(DEFAULT_RULES).with_word_limit(limits.word_limit)
     source = SourceIndex(q.story)
     protocol = make_protocol("debate", {"rounds": limits.rounds}, seed=seed)
@@ -151,15 +161,23 @@ async def run_debate(model: ModelAPI, q: Question, style: str, limits: Limits, s
 
     async def speak(index: int, round_: int, side: int, visible: tuple[int, ...]) -> None:
         if side not in excerpts:
-            passages = select_passages(q.story, f"{q.question} {q.answers[side]}", limits.context_tokens or 10**9, model.count_tokens)
+            passages = select_passages(
+                q.story, f"{q.question} {q.answers[side]}", limits.context_tokens or 10**9, model.count_tokens
+            )
             excerpts[side] = render_excerpts(passages)
         view = DebaterView(
-            question=q.question, answers=q.answers, side=side, round=round_, rounds=limits.rounds,
-            word_limit=rules.word_limit, excerpts=excerpts[side],
+            question=q.question,
+            answers=q.answers,
+            side=side,
+            round=round_,
+            rounds=limits.rounds,
+            word_limit=rules.word_limit,
+            excerpts=excerpts[side],
             transcript=tuple(SpeechRecord(texts[i][1], texts[i][0], texts[i][2]) for i in visible),
-            source_title=q.title, quote_budget=rules.quote_budget_per_speech,
+            source_title=q.title,
+            quote_budget=rules.quote_budget_per_speech,
         )
-        plan = plan_speech(style, DEFAULT_PREAMBLE, PRINCIPLES, view, q.story)
+        plan = plan_speech(style, DEFAULT_PREAMBLE, PRINCIPLES, view, q.story, constrain=constrain)
         if style == FREE:
             plan = replace(plan, sentence_cut=False)  # today's runner: no cut at a sentence boundary
         params = SamplingParams(max_tokens=limits.max_tokens, temperature=0.7, top_p=0.95, seed=seed * 100 + index)
@@ -174,7 +192,14 @@ async def run_debate(model: ModelAPI, q: Question, style: str, limits: Limits, s
         speech = await generate_speech(model, plan, params, on_delta=on_delta)
         review = review_turn(speech.text, source, rules)
         marked_cut = speech.cut and style != FREE
-        await check_concession(model, question=q.question, answers=q.answers, side=side, speech=review.text, threshold=rules.concession_threshold)
+        await check_concession(
+            model,
+            question=q.question,
+            answers=q.answers,
+            side=side,
+            speech=review.text,
+            threshold=rules.concession_threshold,
+        )
         texts[index] = (round_, side, review.text)
         said = normalize(" ".join(outside_quotes(review.text)))
         verified = [c for c in review.quotes if c.verified and c.source_span is not None]
@@ -206,7 +231,8 @@ async def run_debate(model: ModelAPI, q: Question, style: str, limits: Limits, s
 # What the structured styles write for the model (debaters.prompts.speech_prefill, QUOTE_LEAD,
 # debaters.speech.ARGUMENT_OPENING): left out of the "model words" repeat figure.
 _PROJECT_WORDS = re.compile(
-    r'I (?:still )?argue that the answer is ".*?"\.(?: My opponent is wrong\.)?|The text says:|This shows that', re.DOTALL
+    r'I argue that the answer is ".*?"\.|My answer is still ".*?", and my opponent is wrong\.|The text says:|This shows that',
+    re.DOTALL,
 )
 
 
@@ -236,7 +262,7 @@ def report(style: str, context: int | None, debates: list[DebateResult]) -> str:
     model_repeats = sum(d.model_repeat_pairs for d in debates)
     return " | ".join(
         [
-            f"{style:10s} ctx {context or 'all':>4}",
+            f"{style:16s} ctx {context or 'all':>4}",
             f"answer {pct([s.states_answer for s in speeches])}",
             f"quote {pct([s.verified for s in speeches])}",
             f"rank med {statistics.median(ranks) if ranks else '-':>4} top{TOP_PASSAGES} {pct([r <= TOP_PASSAGES for r in ranks])}",
@@ -256,30 +282,38 @@ async def main() -> None:
     parser.add_argument("--offset", type=int, default=0, help="skip this many questions of the set first")
     parser.add_argument("--set", type=Path, default=SAMPLE_SET, help="question set JSONL (default: the bundled sample)")
     parser.add_argument(
-        "--styles", default="free@1500,structured@700,evidence@700",
-        help="comma-separated STYLE@CONTEXT_TOKENS ('all' for the whole story); 'free@1500' is today's default",
+        "--styles",
+        default="free@1500,structured@700/plain,structured@700,evidence@700",
+        help=(
+            "comma-separated STYLE@CONTEXT_TOKENS[/plain] ('all' for the whole story; '/plain' without "
+            "constrained decoding); 'free@1500' is the free speech of the first release"
+        ),
     )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=160)
     parser.add_argument("--word-limit", type=int, default=150)
     parser.add_argument("--show", action="store_true", help="print every speech")
     args = parser.parse_args()
-    runs: list[tuple[str, int | None]] = []
+    runs: list[tuple[str, int | None, bool]] = []
     for item in args.styles.split(","):
+        item, plain, _ = item.partition("/plain")
         style, _, ctx = item.partition("@")
         if style not in SPEECH_STYLES:
             parser.error(f"unknown style {style!r}; known: {', '.join(SPEECH_STYLES)}")
-        runs.append((style, None if ctx == "all" else int(ctx or 1500)))
+        runs.append((style, None if ctx == "all" else int(ctx or 1500), not plain))
     questions = load_questions(args.set, args.questions, args.offset)
     model = get_backend(BackendSpec("transformers", "embedded", {"device": "cpu"}))
     await model.wait_ready()
-    results: dict[tuple[str, int | None], list[DebateResult]] = {run: [] for run in runs}
+    results: dict[tuple[str, int | None, bool], list[DebateResult]] = {run: [] for run in runs}
     for k, q in enumerate(questions):
-        for style, ctx in runs:  # interleaved, so machine load hits every style alike
-            limits = Limits(rounds=args.rounds, max_tokens=args.max_tokens, word_limit=args.word_limit, context_tokens=ctx)
-            debate = await run_debate(model, q, style, limits, seed=1000 + k)
-            results[(style, ctx)].append(debate)
-            print(f"[{k + 1}/{len(questions)}] {q.id} {style}@{ctx}: {debate.total_s:.1f} s", file=sys.stderr, flush=True)
+        for style, ctx, constrain in runs:  # interleaved, so machine load hits every style alike
+            limits = Limits(
+                rounds=args.rounds, max_tokens=args.max_tokens, word_limit=args.word_limit, context_tokens=ctx
+            )
+            debate = await run_debate(model, q, style, limits, seed=1000 + k, constrain=constrain)
+            results[(style, ctx, constrain)].append(debate)
+            label = f"{style}@{ctx}{'' if constrain else '/plain'}"
+            print(f"[{k + 1}/{len(questions)}] {q.id} {label}: {debate.total_s:.1f} s", file=sys.stderr, flush=True)
             if args.show:
                 for s in debate.speeches:
                     print(f"--- {style} side {s.side}: {s.text}\n", file=sys.stderr, flush=True)
@@ -290,13 +324,14 @@ async def main() -> None:
     await model.aclose()
 
 
-def table(results: dict[tuple[str, int | None], list[DebateResult]], done: int, args: argparse.Namespace) -> str:
+def table(results: dict[tuple[str, int | None, bool], list[DebateResult]], done: int, args: argparse.Namespace) -> str:
     lines = [
         f"{done} questions from {args.set.name} (offset {args.offset}), {args.rounds}-round debates, "
         f"max_tokens {args.max_tokens}, word limit {args.word_limit}, {os.cpu_count()} CPUs"
     ]
-    for (style, ctx), debates in results.items():
-        lines.append(report(f"{style}{' (today)' if style == FREE else ''}", ctx, debates))
+    for (style, ctx, constrain), debates in results.items():
+        name = f"{style}{' (first release)' if style == FREE else ''}{'' if constrain or style == FREE else ' plain'}"
+        lines.append(report(name, ctx, debates))
     return "\n".join(lines)
 
 

@@ -4,15 +4,16 @@ exactly, and how far apart do the clients get each delta?
 Against running servers (``manage.py serve``), one or more *targets*, measured one after the other
 in the same run so that the figures print side by side. A target is ``NAME=URL[,VAR=VALUE...]``:
 the variables are what its management commands need to reach the same database and Redis (the
-benchmark creates its debates with ``run_debate``). For the baseline, run a second stack with
-``ARENA_CHANNEL_LAYER=core`` (the channel layer the app used before)::
+benchmark creates its debates with ``run_debate``). For the baseline, run a second stack with the
+setting that selects the path before: ``ARENA_WS_FANOUT=per-socket`` (every socket its own group
+member, one frame per event) or ``ARENA_CHANNEL_LAYER=core`` (the channel layer before that)::
 
     ARENA_DATA_DIR=data/bench-new  python manage.py serve --port 8000 &
-    ARENA_DATA_DIR=data/bench-core ARENA_EMBEDDED_REDIS_PORT=6391 ARENA_CHANNEL_LAYER=core \\
+    ARENA_DATA_DIR=data/bench-base ARENA_EMBEDDED_REDIS_PORT=6391 ARENA_WS_FANOUT=per-socket \\
         python manage.py serve --port 8001 &
     python bench/ws_fanout.py --username researcher --password ... \\
-        --target core=http://127.0.0.1:8001,ARENA_DATA_DIR=data/bench-core,ARENA_EMBEDDED_REDIS_PORT=6391 \\
-        --target new=http://127.0.0.1:8000,ARENA_DATA_DIR=data/bench-new \\
+        --target per-socket=http://127.0.0.1:8001,ARENA_DATA_DIR=data/bench-base,ARENA_EMBEDDED_REDIS_PORT=6391 \\
+        --target broadcast=http://127.0.0.1:8000,ARENA_DATA_DIR=data/bench-new \\
         --scenario 1000x1 --scenario 200x5
 
 (each stack needs migrations, the sample questions and a researcher account: ``setup_demo``).
@@ -22,8 +23,9 @@ model). The clients of one session share a login; the benchmark signs in once pe
 
 Per scenario and target it prints: clients that followed to the end; speeches rebuilt exactly from
 deltas (compared with the committed text in ``turn_end``); sequence gaps (each one cost a fresh
-snapshot); refused or dropped connections; the time for all clients to connect; and the fan-out
-spread of each delta (last client's arrival minus first client's), p50/p95. Loops are bounded by
+snapshot); refused or dropped connections; the time for all clients to connect; the fan-out
+spread of each delta (last client's arrival minus first client's), p50/p95; and the frames a
+client received against the events they carried (a ``batch`` frame carries several). Loops are bounded by
 ``--timeout`` per scenario. Everything stays on 127.0.0.1.
 """
 
@@ -39,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from arena_client import Follower, Target, create_debate, follow, load_note, percentile, sessions_for  # noqa: E402
+from arena_client import Follower, Target, create_debate, follow, load_note, percentile, sessions_for
 
 
 @dataclass
@@ -55,19 +57,23 @@ class Result:
     connect_s: float
     spread_p50_ms: float
     spread_p95_ms: float
+    frames: int
+    events: int
     load: str
     errors: dict[str, int]
 
 
-async def run_scenario(
-    target: Target, clients: int, debates: int, args: argparse.Namespace
-) -> Result:
-    sessions = await sessions_for(target, args.username, args.password, math.ceil(clients * debates / args.sockets_per_session))
+async def run_scenario(target: Target, clients: int, debates: int, args: argparse.Namespace) -> Result:
+    sessions = await sessions_for(
+        target, args.username, args.password, math.ceil(clients * debates / args.sockets_per_session)
+    )
     ids = [create_debate(target, args.question, args.rounds, args.max_tokens) for _ in range(debates)]
     deadline = time.monotonic() + args.timeout
     started = time.monotonic()
     tasks = [
-        asyncio.ensure_future(follow(target, debate_id, sessions[(d * clients + i) // args.sockets_per_session], deadline))
+        asyncio.ensure_future(
+            follow(target, debate_id, sessions[(d * clients + i) // args.sockets_per_session], deadline)
+        )
         for d, debate_id in enumerate(ids)
         for i in range(clients)
     ]
@@ -101,17 +107,25 @@ async def run_scenario(
         connect_s=connect_s,
         spread_p50_ms=1000 * percentile(spreads, 0.5),
         spread_p95_ms=1000 * percentile(spreads, 0.95),
+        frames=sum(r.frames for r in results),
+        events=sum(r.events for r in results),
         load=load_note(),
         errors=errors,
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--target", action="append", required=True, help="NAME=URL[,VAR=VALUE...] (repeatable; measured in order)")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--target", action="append", required=True, help="NAME=URL[,VAR=VALUE...] (repeatable; measured in order)"
+    )
     parser.add_argument("--username", required=True, help="a researcher account on every target (may watch any debate)")
     parser.add_argument("--password", required=True)
-    parser.add_argument("--scenario", action="append", default=[], help="CLIENTSxDEBATES, e.g. 1000x1 or 200x5 (repeatable)")
+    parser.add_argument(
+        "--scenario", action="append", default=[], help="CLIENTSxDEBATES, e.g. 1000x1 or 200x5 (repeatable)"
+    )
     parser.add_argument("--question", default="quality-51274-c4d274ec")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-tokens", type=int, default=80)
@@ -128,12 +142,16 @@ def main() -> None:
             print(f"  {result}", flush=True)
             rows.append(result)
     print()
-    print("| scenario | target | followed to the end | speeches rebuilt exactly | sequence gaps | refused | all connected in | spread p50 / p95 | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| scenario | target | followed to the end | speeches rebuilt exactly | sequence gaps | refused | all connected in "
+        "| spread p50 / p95 | frames / events a client | load |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.scenario} | {r.target} | {r.followed}/{r.clients} | {r.exact}/{r.speeches} | {r.gaps} | {r.refused} | "
-            f"{r.connect_s:.0f} s | {r.spread_p50_ms:.0f} / {r.spread_p95_ms:.0f} ms | {r.load} |"
+            f"{r.connect_s:.0f} s | {r.spread_p50_ms:.0f} / {r.spread_p95_ms:.0f} ms | "
+            f"{r.frames / max(1, r.clients):.0f} / {r.events / max(1, r.clients):.0f} | {r.load} |"
         )
         if r.errors:
             print(f"|   | errors | {r.errors} |")

@@ -180,7 +180,9 @@ def speech_prefill(view: DebaterView) -> str:
     mine = _one_line(view.answers[view.side])
     if view.round == 1 or view.consultancy:
         return f"I argue that the answer is \"{mine}\". {QUOTE_LEAD} <quote>"
-    return f"I still argue that the answer is \"{mine}\". My opponent is wrong. {QUOTE_LEAD} <quote>"
+    # Other words than round 1's around the answer: a debater restating its answer is not repeating
+    # itself, and a restatement in the same words would share every 8-gram around it.
+    return f"My answer is still \"{mine}\", and my opponent is wrong. {QUOTE_LEAD} <quote>"
 
 
 def structured_debater_messages(

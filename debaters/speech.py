@@ -29,15 +29,17 @@ quotes) and marks it ``cut`` (stored as the turn's ``meta["cut"]``), so a judge 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from debaters.backends.base import ChatMessage, Delta, Final, GenerateRequest, ModelAPI, SamplingParams
+from debaters.backends.constraint import SEGMENT_BREAK, TextConstraint
 from debaters.prompts import QUOTE_LEAD, DebaterView, debater_messages, structured_debater_messages
-from debaters.quotes import extract_quotes, normalize
-from debaters.retrieval import evidence_sentences
+from debaters.quotes import SourceIndex, check_quotes, extract_quotes, normalize
+from debaters.retrieval import EXCERPT_SEPARATOR, evidence_sentences
 
 FREE = "free"
 STRUCTURED = "structured"
@@ -64,6 +66,11 @@ EVIDENCE_SENTENCES = 3
 QUOTE_MAX_WORDS = 40
 QUOTE_MIN_WORDS = 5
 QUOTE_MAX_TOKENS = 48
+ELLIPSIS = "…"
+# A constrained quote may not copy this many consecutive words of an earlier speech (its quote or
+# its argument): quoting what the debate already quoted is a repeat, however it continues. Fewer
+# than QUOTE_HOLD_WORDS, so a quote stopped by this rule is still unseen and sampled again.
+QUOTE_AVOID_WORDS = 5
 # A quote the debate already used is sampled again up to this many times (repetition control).
 QUOTE_RESAMPLES = 2
 # A quote is shown once it has this many words, time enough to see that it repeats an earlier one.
@@ -96,16 +103,33 @@ class SpeechPlan:
     earlier: frozenset[str] = frozenset()
     # Quotes of earlier speeches (normalised): a quote phase that writes one again is resampled.
     used_quotes: frozenset[str] = frozenset()
+    # Constrained decoding (debaters.backends.constraint), on backends that honour it: a quote is
+    # copied token by token from ``copy_from`` (the passages the debater was shown), and no phase
+    # repeats words of an earlier speech (``avoid``). Empty ``copy_from``: quotes are not constrained.
+    copy_from: str = ""
+    avoid: tuple[str, ...] = ()
+    source: str = ""  # the whole story, which the referee checks quotes against
 
     def request(self, text: str, params: SamplingParams, phase: Phase, budget: int) -> GenerateRequest:
         """The request for ``phase`` after ``text`` was written (the prefill and earlier phases)."""
         messages = self.messages[:-1] + ({"role": "assistant", "content": text},) if self.prefill else self.messages
         limit = budget if phase.max_tokens is None else min(phase.max_tokens, budget)
-        return GenerateRequest(messages, params.replace(max_tokens=max(1, limit), stop=tuple(params.stop) + phase.stop))
+        constraint = None
+        if phase.quote and self.copy_from:
+            constraint = TextConstraint(
+                source=self.copy_from, avoid=self.avoid, avoid_words=QUOTE_AVOID_WORDS, min_words=QUOTE_MIN_WORDS
+            )
+        elif self.avoid and self.prefill:
+            constraint = TextConstraint(avoid=self.avoid)
+        params = params.replace(max_tokens=max(1, limit), stop=tuple(params.stop) + phase.stop)
+        return GenerateRequest(messages, params, constraint)
 
 
-def plan_speech(style: str, preamble: str, principles: str, view: DebaterView, source: str = "") -> SpeechPlan:
-    """The plan of one speech in ``style``; ``source`` is the whole story (the evidence tool reads it)."""
+def plan_speech(
+    style: str, preamble: str, principles: str, view: DebaterView, source: str = "", *, constrain: bool = True
+) -> SpeechPlan:
+    """The plan of one speech in ``style``; ``source`` is the whole story (the evidence tool reads it,
+    and a constrained quote is copied from it). ``constrain=False`` leaves decoding unconstrained."""
     if style == FREE:
         messages = debater_messages(preamble, principles, view)
         return SpeechPlan(FREE, tuple(messages), "", (Phase(stop=()),))
@@ -124,7 +148,21 @@ def plan_speech(style: str, preamble: str, principles: str, view: DebaterView, s
     )
     earlier = frozenset(key for speech in view.transcript for key in _sentence_keys(speech.text))
     used = frozenset(normalize(q) for speech in view.transcript for _, _, q in extract_quotes(speech.text))
-    return SpeechPlan(style, tuple(messages), messages[-1]["content"], phases, meta, earlier=earlier, used_quotes=used)
+    avoid = tuple(speech.text for speech in view.transcript) if constrain else ()
+    return SpeechPlan(
+        style,
+        tuple(messages),
+        messages[-1]["content"],
+        phases,
+        meta,
+        earlier=earlier,
+        used_quotes=used,
+        copy_from=SEGMENT_BREAK.join([view.excerpts.replace(EXCERPT_SEPARATOR, SEGMENT_BREAK), *evidence])
+        if constrain
+        else "",
+        avoid=avoid,
+        source=source,
+    )
 
 
 # --- Ends of speeches ---------------------------------------------------------------------------
@@ -204,6 +242,23 @@ def _starts_like(quote: str, used: frozenset[str]) -> bool:
     return bool(key) and any(u.startswith(key) or key.startswith(u) for u in used if u)
 
 
+def _last_word_start(text: str) -> int:
+    match = re.search(r"\S+$", text)
+    return match.start() if match else len(text)
+
+
+def _whole_words(quote: str, source: SourceIndex) -> str:
+    """A constrained quote as the referee will see it: a quote that ended inside a word (none of the
+    model's likeliest tokens went on with the story) loses that word; shorter than
+    ``QUOTE_MIN_WORDS`` words it is no quote (sampled again)."""
+    for candidate in (quote, re.sub(r"\s*\S+$", "", quote)):
+        if len(candidate.split()) < QUOTE_MIN_WORDS:
+            return ""
+        if all(check.verified for check in check_quotes(f"<quote>{candidate}</quote>", source)):
+            return candidate
+    return quote
+
+
 # --- Running a plan -----------------------------------------------------------------------------
 
 
@@ -244,6 +299,19 @@ async def generate_speech(
     completion_tokens = 0
     finish = "stop"
     meta = dict(plan.meta)
+    if model.honours_constraints and (plan.copy_from or plan.avoid):
+        # The transcript says how the speech was decoded (docs/protocols.md, "Constrained decoding").
+        meta["constrained"] = {
+            "quote_copied_from_excerpts": bool(plan.copy_from),
+            "avoid_words": {"quote": QUOTE_AVOID_WORDS, "argument": 8} if plan.avoid else None,
+        }
+    constrained = model.honours_constraints and bool(plan.copy_from)
+    index: list[SourceIndex] = []
+
+    def source_index() -> SourceIndex:
+        if not index:
+            index.append(SourceIndex(plan.source or plan.copy_from.replace(SEGMENT_BREAK, "\n\n")))
+        return index[0]
 
     async def show(upto: str) -> None:
         """Emit what of ``upto`` (the speech so far) is not shown yet; shown text is always its prefix.
@@ -261,7 +329,9 @@ async def generate_speech(
     def request_for(phase: Phase, seed_offset: int) -> GenerateRequest:
         request = plan.request(text, params, phase, budget)
         if seed_offset and request.params.seed is not None:
-            request = GenerateRequest(request.messages, request.params.replace(seed=request.params.seed * 10 + seed_offset))
+            request = dataclasses.replace(
+                request, params=request.params.replace(seed=request.params.seed * 10 + seed_offset)
+            )
         return request
 
     async def quote_phase(phase: Phase, seed_offset: int, last: bool) -> tuple[str, int, int]:
@@ -286,11 +356,15 @@ async def generate_speech(
                     if not last and _starts_like(quote, plan.used_quotes):
                         return "", 0, model.count_tokens(raw)
                     started = True
-                await show(text + quote)
+                # A constrained quote may yet end inside its last word (debaters.backends.constraint):
+                # that word is shown once the next one starts, so what is shown is never taken back.
+                await show(text + (quote if complete or not constrained else quote[: _last_word_start(quote)]))
                 if complete:
                     return quote, 0, model.count_tokens(raw)
         assert final is not None
         quote, _ = _live_quote(raw, final=True)
+        if quote and constrained:
+            quote = _whole_words(quote, source_index())
         if quote and not started and not last and _starts_like(quote, plan.used_quotes):
             return "", final.prompt_tokens, final.completion_tokens
         if quote:
@@ -361,7 +435,10 @@ async def generate_speech(
                 text = plan.prefill[:lead].rstrip() + " "
                 meta["quote"] = "none written"
                 continue
-            text += quote + "</quote>"
+            # A quote that stops inside its sentence says so, as quoting does: an ellipsis (which the
+            # referee's comparison ignores). The speech then ends at a sentence boundary even when
+            # no argument follows.
+            text += quote + ("" if _ENDS_SENTENCE.search(quote.rstrip()) else ELLIPSIS) + "</quote>"
             await show(text)
             text += phase.then[len("</quote>") :]
             continue

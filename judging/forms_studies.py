@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from arena.engine.protocol import protocol_choices
 from arena.models import Debate, QuestionSet, Tournament
 from arena.roles import JUDGE
-from judging.models import JudgeProfile, Study
+from judging.models import JudgeProfile, StoryExposure, Study
 
 
 def parse_debate_ids(raw: str) -> list[Debate]:
@@ -113,3 +113,19 @@ class SignupForm(forms.Form):
         if data.get("password") and data.get("password") != data.get("password_again"):
             raise forms.ValidationError("the two passwords differ")
         return data
+
+
+class StoryExposureForm(forms.Form):
+    """A story a judge read outside judging; ``judging.studies.record_exposure`` checks the title."""
+
+    story = forms.CharField(
+        max_length=500,
+        label="Story title",
+        help_text="As the question sets spell it (Question.source_title); any case.",
+        widget=forms.TextInput(attrs={"list": "story-titles", "autocomplete": "off"}),
+    )
+    role = forms.ChoiceField(
+        choices=StoryExposure.Role.choices,
+        label="Read it as",
+        help_text="debater: argued a debate on it outside the arena; expert: read the text as an expert judge.",
+    )

@@ -2,8 +2,8 @@
 they agree, and the debates where they differ.
 
 Only debates with at least one human and one AI verdict count, so both accuracies are on the same
-debates. Human verdicts of excluded judges and verdicts that break an exposure rule are left out
-unless asked for (as in exports).
+debates. Human verdicts of excluded judges are left out; verdicts that break an exposure rule and
+verdicts of deactivated judges are left out unless asked for (as in exports).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from django.db.models import QuerySet
 
 from judging.models import Verdict
-from judging.quality import excluded_judges, wilson
+from judging.quality import deactivated_judges, excluded_judges, wilson
 from judging.studies import exposure_flags
 
 
@@ -59,14 +59,16 @@ class Comparison:
     disagreements: list[Disagreement]
 
 
-def compare(verdicts: QuerySet[Verdict] | None = None, *, include_flagged: bool = False) -> Comparison:
+def compare(
+    verdicts: QuerySet[Verdict] | None = None, *, include_flagged: bool = False, include_deactivated: bool = False
+) -> Comparison:
     """Compare human and AI verdicts debate by debate (see the module docstring).
 
     Agreement counts every (human verdict, AI verdict) pair on a debate whose picks match; a debate
     is listed as a disagreement when the majority picks of the two kinds differ.
     """
     qs = verdicts if verdicts is not None else Verdict.objects.all()
-    excluded = excluded_judges()
+    excluded = excluded_judges() if include_deactivated else excluded_judges() | deactivated_judges()
     flagged = set() if include_flagged else set(exposure_flags())
     picks: dict[int, dict[str, list[int]]] = defaultdict(lambda: {"human": [], "ai": []})
     meta: dict[int, tuple[str, int]] = {}

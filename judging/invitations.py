@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from arena.roles import JUDGE
 from judging.models import Assignment, Invitation, JudgeStatus, Study, StudySlot
+from judging.sockets import close_user_sockets
 
 
 class InvitationError(ValueError):
@@ -91,8 +92,9 @@ def accept_invitation(token: str, username: str, password: str) -> AbstractBaseU
 
 
 def deactivate_judge(judge: AbstractBaseUser, note: str = "") -> JudgeStatus:
-    """The judge can no longer sign in; their leases return to the pool and debates they had not
-    judged leave their queue. Past verdicts stay in the record and are flagged."""
+    """The judge can no longer sign in and their open debate sockets close (``judging.sockets``);
+    their leases return to the pool and debates they had not judged leave their queue. Past
+    verdicts stay in the record and are flagged."""
     with transaction.atomic():
         users = get_user_model()
         users.objects.filter(pk=judge.pk).update(is_active=False)
@@ -105,6 +107,9 @@ def deactivate_judge(judge: AbstractBaseUser, note: str = "") -> JudgeStatus:
         debates = list(held.values_list("entry__debate_id", flat=True))
         held.update(judge=None, leased_at=None, lease_expires=None)
         Assignment.objects.filter(judge=judge, debate_id__in=debates).exclude(debate__verdicts__judge=judge).delete()
+        # Open debate pages stop streaming too: sign-in is checked only when a socket connects.
+        judge_id = judge.pk
+        transaction.on_commit(lambda: close_user_sockets(judge_id))
     return status
 
 

@@ -217,14 +217,24 @@ def judge_quality(verdicts: QuerySet[Verdict] | None = None, *, threshold: float
     records = judge_records(verdicts if verdicts is not None else Verdict.objects.all())
     names = dict(get_user_model().objects.filter(pk__in=records).values_list("pk", "username"))
     status = {s.judge_id: s for s in JudgeStatus.objects.filter(judge_id__in=records)}
+    deactivated = deactivated_judges()
     out = []
     for judge_id, rows in records.items():
         s = status.get(judge_id)
         out.append(summarise(
             judge_id, names.get(judge_id, "?"), rows, threshold=threshold, alpha=alpha,
-            excluded=bool(s and s.excluded), deactivated=bool(s and s.deactivated_at),
+            excluded=bool(s and s.excluded), deactivated=judge_id in deactivated,
         ))
     return sorted(out, key=lambda q: (-q.e_below, q.username))
+
+
+def deactivated_judges() -> set[int]:
+    """Judges who were deactivated: by a researcher on the judges page (``JudgeStatus``) or whose
+    account was switched off in the admin. Their verdicts stay in the record, flagged: left out
+    of exports and the human-vs-AI comparison unless asked for (docs/judging.md)."""
+    marked = set(JudgeStatus.objects.filter(deactivated_at__isnull=False).values_list("judge_id", flat=True))
+    inactive = set(get_user_model().objects.filter(is_active=False, verdicts__isnull=False).values_list("pk", flat=True))
+    return marked | inactive
 
 
 def excluded_judges() -> set[int]:

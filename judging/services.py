@@ -12,6 +12,7 @@ from django.utils import timezone
 from arena.engine.protocol import JudgingRules, Protocol, ProtocolError, make_protocol
 from arena.models import Debate, JudgeQuestion
 from judging.models import Assignment, Verdict, verdict_correct
+from judging.studies import link_verdict
 
 PROBABILITY_TOLERANCE = 1e-6
 MAX_QUESTION_CHARS = 500
@@ -90,7 +91,7 @@ def submit_human_verdict(assignment: Assignment, p_first: float, p_second: float
         time_spent = (timezone.now() - assignment.opened_at).total_seconds()
     try:
         with transaction.atomic():
-            return Verdict.objects.create(
+            verdict = Verdict.objects.create(
                 debate=debate,
                 kind=Verdict.Kind.HUMAN,
                 judge=assignment.judge,
@@ -108,6 +109,9 @@ def submit_human_verdict(assignment: Assignment, p_first: float, p_second: float
                     "score": rules.score(probs[correct_index], probs[1 - correct_index], seen),
                 },
             )
+            # In the same transaction: a study's progress and its scheduler count the verdict at once.
+            link_verdict(verdict)
+            return verdict
     except IntegrityError:
         raise VerdictError("you have already judged this debate") from None
 

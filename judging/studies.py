@@ -42,7 +42,9 @@ EXPERT_PROTOCOLS = frozenset({"expert"})
 INACTIVE = (Debate.Status.FAILED, Debate.Status.CANCELLED)
 
 
-HUMAN_KEYS = {"fraction", "verdicts", "mode", "distinct_story", "per_judge_cap", "leaderboard"}
+HUMAN_KEYS = {"fraction", "verdicts", "mode", "distinct_story", "per_judge_cap", "leaderboard", "lease_seconds"}
+# A lease shorter than a minute expires while a judge reads; longer than a week holds a slot from the pool.
+MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 60, 7 * 24 * 3600
 
 
 class ExposureError(ValueError):
@@ -174,12 +176,16 @@ class HumanVerdicts:
     distinct_story: bool = True
     per_judge_cap: int | None = None
     leaderboard: bool = False
+    lease_seconds: int | None = None  # None: ARENA_JUDGE_LEASE_SECONDS
 
     def to_config(self) -> dict[str, object]:
-        return {
+        config: dict[str, object] = {
             "fraction": self.fraction, "verdicts": self.verdicts, "mode": str(self.mode),
             "distinct_story": self.distinct_story, "per_judge_cap": self.per_judge_cap, "leaderboard": self.leaderboard,
         }
+        if self.lease_seconds is not None:  # left out when unset, so older stored definitions read the same
+            config["lease_seconds"] = self.lease_seconds
+        return config
 
 
 def parse_human_verdicts(value: object, problems: list[str]) -> HumanVerdicts | None:
@@ -191,7 +197,8 @@ def parse_human_verdicts(value: object, problems: list[str]) -> HumanVerdicts | 
         return HumanVerdicts()
     if not isinstance(value, dict):
         problems.append(
-            "human must be true or a mapping (fraction, verdicts, mode, distinct_story, per_judge_cap, leaderboard)"
+            "human must be true or a mapping (fraction, verdicts, mode, distinct_story, per_judge_cap, leaderboard,"
+            " lease_seconds)"
         )
         return None
     unknown = sorted(set(value) - HUMAN_KEYS)
@@ -213,6 +220,15 @@ def parse_human_verdicts(value: object, problems: list[str]) -> HumanVerdicts | 
     if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
         problems.append("human.per_judge_cap must be a positive integer (or left out)")
         cap = None
+    lease = value.get("lease_seconds")
+    if lease is not None and (
+        isinstance(lease, bool) or not isinstance(lease, int) or not MIN_LEASE_SECONDS <= lease <= MAX_LEASE_SECONDS
+    ):
+        problems.append(
+            f"human.lease_seconds must be an integer from {MIN_LEASE_SECONDS} to {MAX_LEASE_SECONDS} (how long a judge"
+            " holds a debate they took; leave it out for ARENA_JUDGE_LEASE_SECONDS)"
+        )
+        lease = None
     flags = {}
     for key, default in (("distinct_story", True), ("leaderboard", False)):
         flag = value.get(key, default)
@@ -222,7 +238,7 @@ def parse_human_verdicts(value: object, problems: list[str]) -> HumanVerdicts | 
         flags[key] = flag
     return HumanVerdicts(
         fraction=float(fraction), verdicts=verdicts, mode=str(mode), per_judge_cap=cap,
-        distinct_story=flags["distinct_story"], leaderboard=flags["leaderboard"],
+        distinct_story=flags["distinct_story"], leaderboard=flags["leaderboard"], lease_seconds=lease,
     )
 
 
@@ -235,6 +251,7 @@ def create_tournament_study(tournament: Tournament, human: HumanVerdicts,
         description=f"Human verdicts for tournament {tournament.name}, next to its AI panel.",
         tournament=tournament, mode=human.mode, verdicts_per_debate=human.verdicts, sample_fraction=human.fraction,
         distinct_story=human.distinct_story, per_judge_cap=human.per_judge_cap, leaderboard=human.leaderboard,
+        lease_seconds=human.lease_seconds,
     )
 
 
@@ -275,6 +292,60 @@ def exposed_stories(judge_id: int) -> set[str]:
     return keys
 
 
+@dataclass(frozen=True)
+class RecordedExposure:
+    """A story exposure just recorded, with the judge's verdicts on that story it now flags."""
+
+    exposure: StoryExposure
+    flagged_verdicts: int
+
+
+def record_exposure(judge: AbstractBaseUser, story: str, role: str) -> RecordedExposure:
+    """Record that ``judge`` read ``story`` (a title, as in ``Question.source_title``) as a
+    debater or an expert, so the scheduler and hand assignment never give them a debate on it.
+
+    The title must be one the arena's questions use (matched without regard to case, stored as the
+    questions spell it): a misspelt title would silently protect nothing. A second record of the
+    same story and role is refused. Verdicts the judge already gave on the story are not removed;
+    :func:`exposure_flags` flags them (read-story), and their number is returned for the message.
+    """
+    title = " ".join(story.split())
+    if not title:
+        raise StudyError("give the story's title")
+    if role not in StoryExposure.Role.values:
+        raise StudyError(f"the role must be one of {', '.join(StoryExposure.Role.values)}")
+    known = (
+        Question.objects.filter(source_title__iexact=title).order_by("pk").values_list("source_title", flat=True).first()
+    )
+    if known is None:
+        raise StudyError(
+            f"no question in the arena comes from a story titled {title!r}; "
+            "use the title as the question sets spell it (Question.source_title)"
+        )
+    with transaction.atomic():
+        if StoryExposure.objects.filter(judge=judge, story=known, role=role).exists():
+            raise StudyError(f"{judge.get_username()} is already recorded as having read {known!r} as {role}")
+        exposure = StoryExposure.objects.create(judge=judge, story=known, role=role)
+    stories = exposed_stories(judge.pk)
+    flagged = sum(
+        1
+        for source_hash, source_title in Verdict.objects.filter(judge=judge, kind=Verdict.Kind.HUMAN)
+        .exclude(debate__protocol__in=EXPERT_PROTOCOLS)
+        .values_list("debate__question__source_hash", "debate__question__source_title")
+        if source_title.strip() == known.strip() and _story_key(source_hash, source_title) in stories
+    )
+    return RecordedExposure(exposure, flagged)
+
+
+def forget_exposure(judge: AbstractBaseUser, exposure_id: int) -> StoryExposure:
+    """Remove a story exposure recorded by mistake; StudyError when ``judge`` has no such record."""
+    exposure = StoryExposure.objects.filter(judge=judge, pk=exposure_id).first()
+    if exposure is None:
+        raise StudyError("that story record does not exist (it may have been removed already)")
+    exposure.delete()
+    return exposure
+
+
 def _free(now: datetime) -> Q:
     return Q(verdict__isnull=True) & (Q(judge__isnull=True) | Q(lease_expires__lt=now))
 
@@ -301,11 +372,39 @@ def candidates(study: Study, now: datetime | None = None) -> list[Candidate]:
     ]
 
 
+def link_verdict(verdict: Verdict) -> StudySlot | None:
+    """Fill the study slot the verdict's judge holds on its debate with ``verdict``, at once.
+
+    Called by ``judging.services.submit_human_verdict`` in the transaction that saves the verdict,
+    so a study's progress and the scheduler count it from the moment it exists. The slot may be
+    held under an expired lease: a verdict given after expiry but before another judge took the
+    slot still counts. The conditional UPDATE (still this judge's, still empty) makes a claim
+    racing for the expired slot either win before (nothing is linked: the slot is someone else's)
+    or wait on the row lock and find it filled. A debate in several studies fills the slot of the
+    oldest study the judge holds one in (a verdict fills one slot).
+    """
+    if verdict.judge_id is None or StudySlot.objects.filter(verdict=verdict).exists():
+        return None
+    held = (
+        StudySlot.objects.filter(entry__debate_id=verdict.debate_id, judge_id=verdict.judge_id, verdict__isnull=True)
+        .order_by("entry__study__created_at", "entry__study_id", "index")
+        .values_list("pk", flat=True)
+    )
+    for slot_id in held:
+        if StudySlot.objects.filter(pk=slot_id, judge_id=verdict.judge_id, verdict__isnull=True).update(
+            verdict=verdict
+        ):
+            return StudySlot.objects.get(pk=slot_id)
+    return None
+
+
 def settle(study: Study) -> int:
-    """Link the verdicts judges gave to the slots they held. Returns how many were linked.
+    """Repair: link verdicts that did not go through :func:`link_verdict` to the slots their
+    judges held (verdicts added in the Django admin, or given before verdicts were linked when
+    saved). Returns how many were linked.
 
     One query finds the held slots whose judge has a verdict on the slot's debate; only those are
-    updated (usually none or one), so a claim does not pay per slot held.
+    updated (usually none), so a claim or the study page does not pay per slot held.
     """
     found = (
         StudySlot.objects.filter(entry__study=study, verdict__isnull=True, judge__isnull=False)

@@ -10,4 +10,5 @@ urlpatterns = [
     path("judges/", views.judges_page, name="judges_page"),
     path("human-vs-ai/", views.human_vs_ai, name="human_vs_ai"),
     path("judges/<int:judge_id>/", views.judge_action, name="judge_action"),
+    path("judges/<int:judge_id>/stories/", views.judge_stories, name="judge_stories"),
 ]

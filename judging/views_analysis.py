@@ -31,6 +31,7 @@ from arena.roles import researcher_required
 from judging import analysis, nyu, plots
 from judging.analysis import FilterError, Report, VerdictFilter
 from judging.models import Verdict
+from judging.quality import deactivated_judges
 from judging.studies import exposure_flags
 
 MAX_ROUNDS = 1000
@@ -133,6 +134,9 @@ def analysis_page(request: HttpRequest) -> HttpResponse:
             "json_name": download_name(flt, "analysis", "json"),
             "position_bias_formula": analysis.POSITION_BIAS_FORMULA,
             "exposure_flagged": len(exposure_flags()),
+            "deactivated_verdicts": Verdict.objects.filter(
+                kind=Verdict.Kind.HUMAN, judge_id__in=deactivated_judges()
+            ).count(),
             **_choices(),
         },
     )

@@ -57,6 +57,11 @@ class ExportForm(forms.Form):
     include_flagged = forms.BooleanField(
         required=False, label="Include flagged human verdicts", help_text="verdicts that break an exposure rule (docs/judging.md)"
     )
+    include_deactivated = forms.BooleanField(
+        required=False,
+        label="Include deactivated judges",
+        help_text="verdicts of judges a researcher deactivated, left out by default (docs/judging.md)",
+    )
 
     def to_request(self) -> ExportRequest:
         data = self.cleaned_data
@@ -79,6 +84,7 @@ class ExportForm(forms.Form):
             datasets=bool(data.get("datasets")),
             stable_judge_ids=bool(data.get("stable_judge_ids")),
             include_flagged=bool(data.get("include_flagged")),
+            include_deactivated=bool(data.get("include_deactivated")),
         )
 
 

@@ -14,12 +14,19 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from arena.models import Debate
+from arena.models import Debate, Question
 from arena.ratelimit import post_limit
 from arena.roles import JUDGE, judge_required, researcher_required
 from judging import human_ai, invitations, quality, studies
-from judging.forms_studies import AddDebatesForm, HandAssignForm, InvitationForm, SignupForm, StudyForm
-from judging.models import Assignment, Invitation, Study, StudySlot, Verdict
+from judging.forms_studies import (
+    AddDebatesForm,
+    HandAssignForm,
+    InvitationForm,
+    SignupForm,
+    StoryExposureForm,
+    StudyForm,
+)
+from judging.models import Assignment, Invitation, StoryExposure, Study, StudySlot, Verdict
 
 GONE = (Debate.Status.FAILED, Debate.Status.CANCELLED)
 
@@ -174,6 +181,11 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
         .order_by("entry__debate_id", "index")
     )
     flags = studies.exposure_flags(Verdict.objects.filter(debate__study_entries__study=study))
+    deactivated = (
+        Verdict.objects.filter(debate__study_entries__study=study, judge_id__in=quality.deactivated_judges())
+        .select_related("judge")
+        .order_by("pk")
+    )
     context = {
         "study": study,
         "members": study.members.order_by("username"),
@@ -181,6 +193,7 @@ def study_detail(request: HttpRequest, study_id: int) -> HttpResponse:
         "progress": studies.progress(study),
         "slots": slots[:500],
         "flags": sorted(flags.items()),
+        "deactivated": deactivated[:500],
         "form": form,
         "add_form": AddDebatesForm(),
         "message": message,
@@ -233,9 +246,67 @@ def judge_action(request: HttpRequest, judge_id: int) -> HttpResponse:
 
 
 @researcher_required
+def judge_stories(request: HttpRequest, judge_id: int) -> HttpResponse:
+    """The stories a judge read outside judging (``StoryExposure``): the read-story rule keeps
+    them from debates on those stories. Researchers record and remove them here."""
+    judge = get_object_or_404(get_user_model(), pk=judge_id, groups__name=JUDGE)
+    form = StoryExposureForm(request.POST if request.POST.get("action") == "add" else None)
+    error = ""
+    if request.method == "POST" and request.POST.get("action") == "add":
+        if form.is_valid():
+            try:
+                recorded = studies.record_exposure(judge, form.cleaned_data["story"], form.cleaned_data["role"])
+            except studies.StudyError as exc:
+                error = str(exc)
+            else:
+                text = f"recorded: {judge} read {recorded.exposure.story!r} as {recorded.exposure.role}"
+                if recorded.flagged_verdicts:
+                    text += (
+                        f"; {recorded.flagged_verdicts} verdict(s) {judge} gave on this story are now flagged"
+                        " (read-story)"
+                    )
+                messages.success(request, text)
+                return HttpResponseRedirect(reverse("judge_stories", args=[judge.pk]))
+        else:
+            error = "; ".join(" ".join(errs) for errs in form.errors.values())
+    elif request.method == "POST" and request.POST.get("action") == "remove":
+        try:
+            gone = studies.forget_exposure(judge, _int(request.POST.get("exposure")))
+        except studies.StudyError as exc:
+            error = str(exc)
+        else:
+            messages.success(request, f"removed: {judge} read {gone.story!r} as {gone.role}")
+            return HttpResponseRedirect(reverse("judge_stories", args=[judge.pk]))
+    elif request.method == "POST":
+        error = "unknown action"
+    # The titles the arena knows, offered as the form's suggestions (a misspelt title is refused).
+    titles = Question.objects.exclude(source_title="").order_by("source_title").values_list("source_title", flat=True)
+    context = {
+        "judge": judge,
+        "exposures": StoryExposure.objects.filter(judge=judge).order_by("story", "role"),
+        "form": form,
+        "error": error,
+        "titles": titles.distinct()[:2000],
+    }
+    return render(request, "judging/judge_stories.html", context, status=400 if error else 200)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or "")
+    except ValueError:
+        return 0
+
+
+@researcher_required
 def human_vs_ai(request: HttpRequest) -> HttpResponse:
     include = request.GET.get("include_flagged") == "1"
-    context = {"comparison": human_ai.compare(include_flagged=include), "include_flagged": include}
+    deactivated = request.GET.get("include_deactivated") == "1"
+    context = {
+        "comparison": human_ai.compare(include_flagged=include, include_deactivated=deactivated),
+        "include_flagged": include,
+        "include_deactivated": deactivated,
+    }
     return render(request, "judging/human_ai.html", context)
 
 

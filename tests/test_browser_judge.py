@@ -146,3 +146,58 @@ def test_the_judge_page_speaks_in_the_judges_own_letters_and_opens_the_verdict_l
 
     page.wait_for_selector("#verdict-closed", state="detached", timeout=20_000)
     assert page.locator("#submit-verdict").is_enabled()
+
+
+def test_the_page_rebuilds_a_speech_from_batched_events_after_the_server_fell_behind(
+    chromium_page, daphne_server, bob, question, profile  # type: ignore[no-untyped-def]
+) -> None:
+    """The web process stops (SIGSTOP) while the worker keeps publishing; when it runs again it
+    sends what queued up as ``batch`` frames. The page applies their events in order, a reset
+    among them included, and shows exactly the speech the deltas make."""
+    import json
+    import signal
+
+    from django.utils import timezone
+
+    from arena import worker_loop
+    from arena.streaming import DebateStream
+
+    debate = services.create_debate(
+        question=question, debater_a=profile, debater_b=profile,
+        limits=Limits(rounds=1, max_tokens=24, word_limit=60, context_tokens=200), judges=[bob], enqueue=False,
+    )  # fmt: skip
+    Debate.objects.filter(pk=debate.pk).update(status=Debate.Status.RUNNING, started_at=timezone.now())
+    frames: list[str] = []
+    page = chromium_page
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+    _sign_in(page, daphne_server.url, "bob")
+    page.goto(f"{daphne_server.url}/judge/debates/{debate.pk}/")
+    page.wait_for_function("document.body.dataset.ws === 'open'")
+    while not frames:  # the snapshot
+        page.wait_for_timeout(50)
+
+    void = [f"void{i} " for i in range(20)]
+    kept = [f"kept{i} " for i in range(60)]
+    stream = DebateStream(debate.pk, flush_ms=0)
+
+    async def publish() -> None:
+        await stream.start_turn(0, 1, 0)
+        for chunk in void:
+            await stream.push(0, chunk)
+        await stream.reset_turn(0, "the model server failed")
+        for chunk in kept:
+            await stream.push(0, chunk)
+
+    os.kill(daphne_server.proc.pid, signal.SIGSTOP)
+    try:
+        worker_loop.run(publish())
+    finally:
+        os.kill(daphne_server.proc.pid, signal.SIGCONT)
+
+    body = page.locator("article.turn .body")
+    page.wait_for_function("document.querySelector('article.turn .body')?.textContent.includes('kept59')")
+    assert body.inner_text().strip() == "".join(kept).strip()
+    assert page.locator("article.turn").count() == 1
+    batches = [json.loads(f) for f in frames if f.startswith('{"type": "batch"')]
+    assert batches, "what queued up while the server was stopped came in batch frames"
+    assert sum(len(b["events"]) for b in batches) > len(batches)

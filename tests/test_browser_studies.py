@@ -160,3 +160,25 @@ def test_next_debate_live_and_an_interactive_question_that_nobody_asks_in_time( 
     page.fill("#reason", "Neither debater was asked anything; both quoted the thump.")
     page.click("#submit-verdict")
     page.wait_for_selector("#reveal")
+
+
+def test_a_researcher_records_a_story_a_judge_read(  # type: ignore[no-untyped-def]
+    browser, daphne_server, alice, charlie, question
+) -> None:
+    from judging.models import StoryExposure
+
+    page = browser.new_page()  # type: ignore[attr-defined]
+    _sign_in(page, daphne_server.url, "alice", "/debates/")
+    page.goto(f"{daphne_server.url}/studies/judges/")
+    page.click("#stories-charlie")
+    page.wait_for_url(f"{daphne_server.url}/studies/judges/{charlie.pk}/stories/")
+    page.fill("#story-form input[name=story]", question.source_title.lower())
+    page.select_option("#story-form select[name=role]", "expert")
+    page.click("#record-story")
+    page.wait_for_selector("#messages")
+    assert f"recorded: charlie read '{question.source_title}' as expert" in page.inner_text("#messages")
+    assert page.locator(f'#exposures tr[data-story="{question.source_title}"]').count() == 1
+    page.fill("#story-form input[name=story]", "No Such Story")
+    page.click("#record-story")
+    assert "no question in the arena comes from a story titled" in page.inner_text("#story-error")
+    assert list(StoryExposure.objects.values_list("story", "role")) == [(question.source_title, "expert")]

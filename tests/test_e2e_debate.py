@@ -6,9 +6,9 @@ import asyncio
 import json
 
 import pytest
-from asgiref.sync import async_to_sync, sync_to_async
-from channels.testing import WebsocketCommunicator
 from arena_test_support import ws_headers
+from asgiref.sync import async_to_sync
+from channels.testing import WebsocketCommunicator
 
 from arena import services
 from arena.asgi import application
@@ -33,6 +33,10 @@ class Watcher:
         self.messages = 0
 
     def apply(self, msg: dict) -> None:
+        if msg["type"] == "batch":  # events that queued up for this socket, in order
+            for event in msg["events"]:
+                self.apply(event)
+            return
         self.messages += 1
         kind = msg["type"]
         if kind == "snapshot":
@@ -58,9 +62,10 @@ class Watcher:
             self.status = msg["status"]
 
     async def next(self, timeout: float) -> dict:
+        """The next frame, applied; a batch frame as its last event (what the page shows last)."""
         msg = json.loads(await self.ws.receive_from(timeout))
         self.apply(msg)
-        return msg
+        return msg["events"][-1] if msg["type"] == "batch" else msg
 
 
 async def _watch(debate_id: int, headers: list[tuple[bytes, bytes]]) -> tuple[Watcher, Watcher]:

@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
+from debaters.backends.constraint import TextConstraint
+
 
 class ChatMessage(TypedDict):
     role: str
@@ -72,6 +74,9 @@ class GenerateRequest:
 
     messages: tuple[ChatMessage, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+    # Constrained decoding (copy from a text, avoid others' n-grams), honoured by the backends whose
+    # ``honours_constraints`` is true and ignored by the rest; see debaters.backends.constraint.
+    constraint: TextConstraint | None = None
 
 
 def continues_reply(messages: Sequence[ChatMessage]) -> bool:
@@ -183,6 +188,9 @@ class BackendSpec:
 
 class ModelAPI(ABC):
     """A model provider. Subclasses implement ``generate``; the rest have sound defaults."""
+
+    # Whether a request's ``constraint`` is applied while decoding (else it is ignored).
+    honours_constraints: bool = False
 
     def __init__(self, spec: BackendSpec) -> None:
         self.spec = spec

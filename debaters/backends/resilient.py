@@ -128,6 +128,7 @@ class ResilientModel(ModelAPI):
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(inner.spec)
+        self.honours_constraints = inner.honours_constraints
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
         if base_delay_s < 0 or max_delay_s < 0:

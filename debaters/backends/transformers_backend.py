@@ -102,6 +102,8 @@ class TransformersBackend(ModelAPI):
     later request starts a fresh one.
     """
 
+    honours_constraints = True  # a request's TextConstraint masks the tokens it samples from
+
     def __init__(self, spec: BackendSpec) -> None:
         super().__init__(spec)
         self.options = TransformersOptions.from_spec(spec)

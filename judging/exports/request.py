@@ -52,6 +52,8 @@ class ExportRequest:
     stable_judge_ids: bool = False
     # Human verdicts that break an exposure rule (docs/judging.md) are left out unless this is set.
     include_flagged: bool = False
+    # Verdicts of deactivated judges stay in the record, flagged: left out unless this is set.
+    include_deactivated: bool = False
     # The researcher page's counterpart of the command's --hf: the background job also writes a
     # datasets folder (train/test splits) next to the file, downloadable as a zip.
     datasets: bool = False

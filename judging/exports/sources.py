@@ -27,7 +27,7 @@ from judging.exports.records import (
 from judging.exports.request import ExportRequest
 from judging.exports.rows import clean_messages
 from judging.models import JudgeProfile, Verdict
-from judging.quality import excluded_judges
+from judging.quality import deactivated_judges, excluded_judges
 from judging.studies import exposure_flags
 
 CHUNK = 2000
@@ -148,6 +148,10 @@ def verdict_queryset(judge_kind: str = "any", req: ExportRequest | None = None) 
     excluded = excluded_judges()
     if excluded:
         qs = qs.exclude(judge_id__in=excluded)
+    if not req.include_deactivated and req.judge != "ai":
+        deactivated = deactivated_judges()
+        if deactivated:
+            qs = qs.exclude(judge_id__in=deactivated)
     if not req.include_flagged and req.judge != "ai":
         flagged = exposure_flags()  # over the whole record: an earlier verdict may lie outside the selection
         if flagged:

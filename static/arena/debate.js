@@ -136,7 +136,7 @@
     if (!entry || entry.final) return;
     if (seq <= entry.seq) return; // already in the snapshot
     if (seq !== entry.seq + 1) { // a gap: ask for a fresh snapshot rather than show wrong text
-      send({ type: "snapshot" });
+      requestSnapshot();
       return;
     }
     entry.seq = seq;
@@ -201,12 +201,31 @@
     updateProgress();
   }
 
+  // One snapshot request at a time: every later delta of a turn with a gap is a gap too, and the
+  // server limits snapshot requests (ARENA_WS_SNAPSHOTS_PER_MINUTE).
+  let snapshotAsked = false;
+  function requestSnapshot() {
+    if (snapshotAsked) return;
+    snapshotAsked = true;
+    send({ type: "snapshot" });
+  }
+
   function onMessage(event) {
     let msg;
     try { msg = JSON.parse(event.data); } catch (e) { return; }
     lastHeard = Date.now();
+    // A batch holds the events that queued up for this socket, in order: apply them one by one,
+    // by the same rules as events sent alone.
+    if (msg.type === "batch") {
+      for (const one of msg.events || []) apply(one);
+    } else {
+      apply(msg);
+    }
+  }
+
+  function apply(msg) {
     switch (msg.type) {
-      case "snapshot": onSnapshot(msg); break;
+      case "snapshot": snapshotAsked = false; onSnapshot(msg); break;
       case "turn_start": {
         const entry = turnElement(msg);
         if (!entry.final) entry.el.classList.add("streaming");
@@ -215,7 +234,8 @@
       case "delta": appendDelta(msg.turn, msg.seq, msg.text); break;
       case "turn_reset": {
         const entry = turns.get(msg.turn);
-        if (entry && !entry.final) { entry.body.replaceChildren(); entry.seq = msg.seq; }
+        // A reset the snapshot already reflects (its seq is not newer) must not wipe the text.
+        if (entry && !entry.final && msg.seq > entry.seq) { entry.body.replaceChildren(); entry.seq = msg.seq; }
         break;
       }
       case "turn_end": renderFinal(msg); break;
@@ -240,14 +260,15 @@
   setInterval(() => {
     if ((status === "running" || status === "delayed") && Date.now() - lastHeard > recheckMs) {
       lastHeard = Date.now();
-      send({ type: "snapshot" });
+      snapshotAsked = false; // the last request went unanswered (a reconnect drops it): ask again
+      requestSnapshot();
     }
   }, 5000);
 
   function connect() {
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     socket = new WebSocket(scheme + location.host + config.wsPath);
-    socket.onopen = () => { retryMs = 500; document.body.dataset.ws = "open"; };
+    socket.onopen = () => { retryMs = 500; snapshotAsked = false; document.body.dataset.ws = "open"; };
     socket.onmessage = onMessage;
     socket.onclose = (ev) => {
       document.body.dataset.ws = "closed";

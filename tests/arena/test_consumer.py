@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 
 import pytest
 import pytest_asyncio
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
@@ -17,7 +19,7 @@ from django.utils import timezone
 from arena.asgi import application
 from arena.models import Debate, Turn
 from arena.ratelimit import WS_CLOSE_LIMITED
-from arena.streaming import DebateStream, inflight_key, redis_client
+from arena.streaming import DebateStream, group_message, group_name, inflight_key, redis_client
 from judging.models import Assignment
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
@@ -62,6 +64,16 @@ async def communicator_for(
     if cookie is not None:
         headers.append((b"cookie", cookie))
     return WebsocketCommunicator(application, f"/ws/debates/{debate_id}/", headers=headers)
+
+
+async def receive_events(comm: WebsocketCommunicator, count: int, timeout: float = TIMEOUT) -> list[dict[str, object]]:
+    """The next ``count`` events, whether they came alone or in ``batch`` frames (docs/streaming.md)."""
+    events: list[dict[str, object]] = []
+    while len(events) < count:
+        frame = await comm.receive_json_from(timeout=timeout)
+        events += frame["events"] if frame["type"] == "batch" else [frame]
+    assert len(events) == count, f"a batch ran past the {count} events expected: {events[count:]}"
+    return events
 
 
 async def connected(debate_id: int, username: str) -> WebsocketCommunicator:
@@ -302,7 +314,7 @@ async def test_it_relays_live_events_in_order_with_turn_and_sequence_numbers(
     await stream.push(0, " More.")
     await stream.flush(0)
     await stream.end_turn(0, {"text": "First words. More.", "round": 1, "side": 0})
-    events = [await comm.receive_json_from(timeout=TIMEOUT) for _ in range(4)]
+    events = await receive_events(comm, 4)
     nothing_more = await comm.receive_nothing(timeout=0.3)
     await comm.disconnect()
 
@@ -331,7 +343,7 @@ async def test_it_sends_every_client_of_the_debate_the_same_events(
     await stream.start_turn(1, 1, 1)
     await stream.push(1, "Both see this.")
     await stream.flush(1)
-    got = [[await c.receive_json_from(timeout=TIMEOUT) for _ in range(2)] for c in (judge, researcher)]
+    got = [await receive_events(c, 2) for c in (judge, researcher)]
     await judge.disconnect()
     await researcher.disconnect()
 
@@ -383,6 +395,57 @@ async def test_it_stops_sending_to_a_client_that_left(
 
     assert (await stays.receive_json_from(timeout=TIMEOUT))["type"] == "turn_start"
     await stays.disconnect()
+
+
+async def test_it_delivers_again_to_a_socket_that_comes_after_every_other_one_left(  # type: ignore[no-untyped-def]
+    bob, make_debate, clean_inflight: list[int]
+) -> None:
+    """The process's broadcaster of a debate goes away with its last socket; the next socket gets a
+    new one, in the group again, and misses nothing."""
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await _forget(clean_inflight, debate.pk)
+    for _ in range(2):
+        first = await connected(debate.pk, "bob")
+        await first.receive_json_from(timeout=TIMEOUT)
+        await first.disconnect()
+    again = await connected(debate.pk, "bob")
+    await again.receive_json_from(timeout=TIMEOUT)
+
+    await DebateStream(debate.pk).status("running")
+
+    assert await again.receive_json_from(timeout=TIMEOUT) == {"type": "status", "status": "running", "detail": ""}
+    await again.disconnect()
+
+
+async def test_it_sends_what_arrives_within_a_tick_as_one_frame(  # type: ignore[no-untyped-def]
+    alice, make_debate, settings, clean_inflight: list[int]
+) -> None:
+    settings.ARENA_WS_TICK_MS = 2000
+    debate = await sync_to_async(make_debate)()
+    await _forget(clean_inflight, debate.pk)
+    comm = await connected(debate.pk, "alice")
+    await comm.receive_json_from(timeout=TIMEOUT)
+    stream = DebateStream(debate.pk, flush_ms=0)
+
+    await stream.start_turn(0, 1, 0)
+    first = await comm.receive_json_from(timeout=TIMEOUT)
+    for word in ("one ", "two ", "three"):
+        await stream.push(0, word)
+    second = await comm.receive_json_from(timeout=TIMEOUT)
+    nothing_more = await comm.receive_nothing(timeout=0.3)
+    await comm.disconnect()
+
+    # What is published within the tick after a pass waits for the next pass, as one frame.
+    assert first == {"type": "turn_start", "turn": 0, "round": 1, "side": 0}
+    assert second == {
+        "type": "batch",
+        "events": [
+            {"type": "delta", "turn": 0, "seq": 1, "text": "one "},
+            {"type": "delta", "turn": 0, "seq": 2, "text": "two "},
+            {"type": "delta", "turn": 0, "seq": 3, "text": "three"},
+        ],
+    }
+    assert nothing_more
 
 
 # --- Messages from the client --------------------------------------------------------------------
@@ -462,8 +525,8 @@ async def test_a_judge_gets_a_generic_reset_notice_and_no_quote_similarity(
     await stream.reset_turn(0, "openai: 502 Bad Gateway from http://10.0.0.7:8000/v1")
     segments = [{"kind": "quote", "text": "an invented line", "verified": False, "similarity": 0.93, "start": 0, "end": 32}]
     await stream.end_turn(0, {"text": "<quote>an invented line</quote>", "round": 1, "side": 0, "segments": segments})
-    to_judge = [await judge.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
-    to_researcher = [await researcher.receive_json_from(timeout=TIMEOUT) for _ in range(3)]
+    to_judge = await receive_events(judge, 3)
+    to_researcher = await receive_events(researcher, 3)
     await judge.disconnect()
     await researcher.disconnect()
 
@@ -487,29 +550,52 @@ async def _open(debate_id: int, cookie: bytes) -> WebsocketCommunicator:
     return comm
 
 
-async def _follow(comm: WebsocketCommunicator) -> list[dict[str, object]]:
-    """Everything after the snapshot, up to the final status."""
+async def _follow(comm: WebsocketCommunicator) -> tuple[list[dict[str, object]], int]:
+    """Every event after the snapshot, up to the final status, and the frames they came in (a
+    ``batch`` frame carries several)."""
     events: list[dict[str, object]] = []
+    frames = 0
     while True:
-        event = await comm.receive_json_from(timeout=CROWD_TIMEOUT)
-        events.append(event)
-        if event["type"] == "status" and event["status"] == "finished":
-            return events
+        frame = await comm.receive_json_from(timeout=CROWD_TIMEOUT)
+        frames += 1
+        events += frame["events"] if frame["type"] == "batch" else [frame]
+        last = events[-1]
+        if last["type"] == "status" and last["status"] == "finished":
+            return events, frames
 
 
-@pytest.mark.timeout(300)
-async def test_it_delivers_every_message_in_order_to_hundreds_of_sockets_on_one_debate(  # type: ignore[no-untyped-def]
-    bob, make_debate, settings
-) -> None:
-    settings.ARENA_WS_SOCKETS_PER_SESSION = SPECTATORS
-    debate = await sync_to_async(make_debate)(judges=[bob])
-    await redis_client().delete(inflight_key(debate.pk))
+async def _crowd(debate_id: int) -> list[WebsocketCommunicator]:
+    """SPECTATORS sockets of one judge's session on the debate, their snapshots read."""
     cookie = await session_cookie("bob")
     comms: list[WebsocketCommunicator] = []
     for start in range(0, SPECTATORS, 50):
-        comms += await asyncio.gather(*(_open(debate.pk, cookie) for _ in range(start, min(start + 50, SPECTATORS))))
+        comms += await asyncio.gather(*(_open(debate_id, cookie) for _ in range(start, min(start + 50, SPECTATORS))))
     snapshots = await asyncio.gather(*(c.receive_json_from(timeout=CROWD_TIMEOUT) for c in comms))
     assert {s["type"] for s in snapshots} == {"snapshot"}
+    return comms
+
+
+def _assert_every_speech_whole(received: list[tuple[list[dict[str, object]], int]], chunks: list[str]) -> None:
+    text = "".join(chunks)
+    expected_types = ["turn_start"] + ["delta"] * len(chunks) + ["turn_end", "status"]
+    for events, frames in received:
+        assert [e["type"] for e in events] == expected_types
+        deltas = [e for e in events if e["type"] == "delta"]
+        assert [e["seq"] for e in deltas] == list(range(1, len(chunks) + 1))  # in order, no gap, no repeat
+        assert "".join(str(e["text"]) for e in deltas) == text == events[-2]["text"]
+        assert frames <= len(events)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fanout", ["broadcast", "per-socket"])
+async def test_it_delivers_every_message_in_order_to_hundreds_of_sockets_on_one_debate(  # type: ignore[no-untyped-def]
+    bob, make_debate, settings, fanout: str
+) -> None:
+    settings.ARENA_WS_SOCKETS_PER_SESSION = SPECTATORS
+    settings.ARENA_WS_FANOUT = fanout
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await redis_client().delete(inflight_key(debate.pk))
+    comms = await _crowd(debate.pk)
 
     chunks = [f"word{i} " for i in range(CHUNKS)]
     stream = DebateStream(debate.pk, flush_ms=0)
@@ -518,18 +604,66 @@ async def test_it_delivers_every_message_in_order_to_hundreds_of_sockets_on_one_
     for chunk in chunks:
         await stream.push(0, chunk)
     text = "".join(chunks)
-    await stream.end_turn(0, {"round": 1, "side": 0, "text": text, "segments": [], "violations": [], "truncated": False, "meta": {}})
+    await stream.end_turn(
+        0, {"round": 1, "side": 0, "text": text, "segments": [], "violations": [], "truncated": False, "meta": {}}
+    )
     await stream.status("finished")
     received = await asyncio.gather(*followers)
     for comm in comms:
         await comm.disconnect()
 
-    expected_types = ["turn_start"] + ["delta"] * CHUNKS + ["turn_end", "status"]
-    for events in received:
-        assert [e["type"] for e in events] == expected_types
-        deltas = [e for e in events if e["type"] == "delta"]
-        assert [e["seq"] for e in deltas] == list(range(1, CHUNKS + 1))  # in order, no gap, no repeat
-        assert "".join(str(e["text"]) for e in deltas) == text == events[-2]["text"]
+    _assert_every_speech_whole(received, chunks)
+
+
+def _publish_from_another_thread(debate_id: int, events: list[dict[str, object]]) -> None:
+    """What a worker process does, on a loop and Redis connection of its own: a group message each."""
+
+    async def publish() -> None:
+        layer = get_channel_layer()
+        for event in events:
+            await layer.group_send(group_name(debate_id), group_message(event))
+
+    thread = threading.Thread(target=asyncio.run, args=(publish(),))
+    thread.start()
+    # Blocks this loop, which serves the sockets, while the messages arrive: the sender is faster
+    # than the sockets are served, as a worker is when a web process is busy writing frames.
+    thread.join()
+
+
+@pytest.mark.timeout(300)
+async def test_it_sends_what_queued_up_while_it_was_busy_as_batches_with_nothing_lost(  # type: ignore[no-untyped-def]
+    bob, alice, make_debate, settings
+) -> None:
+    settings.ARENA_WS_SOCKETS_PER_SESSION = SPECTATORS
+    debate = await sync_to_async(make_debate)(judges=[bob])
+    await redis_client().delete(inflight_key(debate.pk))
+    comms = await _crowd(debate.pk)
+    researcher = await _open(debate.pk, await session_cookie("alice"))
+    await researcher.receive_json_from(timeout=CROWD_TIMEOUT)
+    chunks = [f"w{i} " for i in range(CHUNKS * 3)]
+    text = "".join(chunks)
+    events: list[dict[str, object]] = [{"type": "turn_start", "turn": 1, "round": 1, "side": 1}]
+    events += [{"type": "delta", "turn": 1, "seq": i + 1, "text": chunk} for i, chunk in enumerate(chunks)]
+    events += [
+        {"type": "turn_end", "turn": 1, "seq": len(chunks), "round": 1, "side": 1, "text": text, "segments": []},
+        {"type": "status", "status": "finished", "detail": "done"},
+    ]
+
+    _publish_from_another_thread(debate.pk, events)
+    received = await asyncio.gather(*(_follow(c) for c in comms))
+    to_researcher = await _follow(researcher)
+    for comm in [*comms, researcher]:
+        await comm.disconnect()
+
+    _assert_every_speech_whole(received, chunks)
+    # What queued up went out in few frames, not one per event (300 sockets × 183 events).
+    assert all(frames < len(got) / 10 for got, frames in received), [frames for _, frames in received][:10]
+    # Each socket gets its own labels: the judge their letter and place, the researcher the stored side.
+    letter = await _letters(debate.pk)
+    place = 0 if letter[1] == "A" else 1
+    assert {(e["turn"], e["answer"]) for e in received[0][0] if e["type"] == "turn_start"} == {(place, letter[1])}
+    assert received[0][0][-1] == {"type": "status", "status": "finished", "detail": ""}
+    assert to_researcher[0] == events
 
 
 async def test_it_closes_a_socket_that_sends_too_many_frames(bob, finished_debate: Debate, settings) -> None:  # type: ignore[no-untyped-def]

@@ -86,7 +86,7 @@ def test_the_transcript_shows_earlier_quotes_as_quotation_marks_and_round_two_ke
     messages = structured_debater_messages("P", "- [p] x", _view(side=1, round_=2, transcript=earlier))
     assert "<quote>" not in messages[1]["content"]
     assert "\u201cMaitland woke in a strange room.\u201d" in messages[1]["content"]
-    assert messages[-1]["content"].startswith('I still argue that the answer is "To the moon".')
+    assert messages[-1]["content"].startswith('My answer is still "To the moon", and my opponent is wrong.')
 
 
 def test_reflow_joins_hard_wrapped_lines_and_keeps_paragraphs() -> None:

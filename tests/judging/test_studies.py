@@ -6,14 +6,18 @@ import threading
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from django.utils import timezone
 
 from arena import services
 from arena.engine.protocol import Limits
 from arena.models import Debate, Question, QuestionSet
+from debaters.models import DebaterProfile
 from judging import studies
 from judging.models import Assignment, StoryExposure, Study, StudySlot, Verdict
+from judging.services import submit_human_verdict
 
 
 def _questions(count: int, *, stories: int | None = None, start: int = 0) -> list[Question]:
@@ -268,3 +272,69 @@ def test_a_study_can_take_a_random_share_of_its_matching_debates(alice, profile)
     assert taken == {d.pk for d in debates if studies.sampled(study, d.pk)}
     with pytest.raises(studies.StudyError, match="above 0"):
         studies.create_study(name="none", created_by=alice, protocol="debate", sample_fraction=0.0)
+
+
+# --- a verdict fills its slot when it is saved ---------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_it_fills_the_slot_the_moment_the_judge_submits_a_verdict(
+    alice: User, bob: User, profile: DebaterProfile
+) -> None:
+    study = studies.create_study(name="s", created_by=alice, debates=_debates(_questions(2), profile))
+    held = studies.next_debate(study, bob).assignment
+    assert held is not None
+    client = Client()
+    client.force_login(bob)
+    response = client.post(
+        f"/judge/debates/{held.debate_id}/", {"p_first": "0.7", "p_second": "0.3", "reason": "The quotes decided it."}
+    )
+    assert response.status_code == 302, response.content.decode()[-500:]
+    # No claim, page or sweep in between: the row itself says filled.
+    slot = StudySlot.objects.get(entry__debate_id=held.debate_id)
+    verdict = Verdict.objects.get(debate_id=held.debate_id, judge=bob)
+    assert slot.verdict_id == verdict.pk and slot.judge_id == bob.pk
+    assert StudySlot.objects.filter(entry__study=study, verdict__isnull=False).count() == 1
+    assert studies.progress(study).verdicts_given == 1
+    # The scheduler counts it too: the judged debate has reached its target.
+    filled = {c.debate_id: c.filled for c in studies.candidates(study)}
+    assert filled[held.debate_id] == 1
+
+
+@pytest.mark.django_db
+def test_a_verdict_after_the_lease_expired_still_fills_the_slot_nobody_took(
+    alice: User, bob: User, profile: DebaterProfile
+) -> None:
+    study = studies.create_study(name="s", created_by=alice, debates=_debates(_questions(1), profile), lease_seconds=1)
+    held = studies.next_debate(study, bob).assignment
+    assert held is not None
+    StudySlot.objects.update(lease_expires=timezone.now() - timedelta(seconds=5))
+    verdict = submit_human_verdict(held, 0.8, 0.2, "Late, but the slot was still mine.")
+    assert StudySlot.objects.get().verdict_id == verdict.pk
+
+
+@pytest.mark.django_db
+def test_a_verdict_fills_no_slot_another_judge_took_after_the_lease_expired(
+    alice: User, bob: User, charlie: User, profile: DebaterProfile
+) -> None:
+    study = studies.create_study(name="s", created_by=alice, debates=_debates(_questions(1), profile), lease_seconds=60)
+    held = studies.next_debate(study, bob).assignment
+    assert held is not None
+    taken = studies.next_debate(study, charlie, now=timezone.now() + timedelta(seconds=61)).assignment
+    assert taken is not None and taken.debate_id == held.debate_id
+    verdict = submit_human_verdict(taken, 0.8, 0.2, "Charlie holds the slot now.")
+    slot = StudySlot.objects.get()
+    assert slot.judge_id == charlie.pk and slot.verdict_id == verdict.pk
+
+
+@pytest.mark.django_db
+def test_settle_still_repairs_a_verdict_saved_outside_the_service(
+    alice: User, bob: User, profile: DebaterProfile
+) -> None:
+    study = studies.create_study(name="s", created_by=alice, debates=_debates(_questions(1), profile))
+    held = studies.next_debate(study, bob).assignment
+    assert held is not None
+    verdict = _verdict(held)  # as the Django admin would add it
+    assert StudySlot.objects.get().verdict_id is None
+    assert studies.settle(study) == 1
+    assert StudySlot.objects.get().verdict_id == verdict.pk

@@ -38,6 +38,9 @@ _DEFER_GAIN = 64
 # Nucleus sampling first looks at this many top tokens; only rows whose nucleus is wider fall back
 # to sorting the whole vocabulary (exact either way, but sorting 49k logits per row is slow on CPU).
 _TOP_K_PROBE = 256
+# A constrained row (a request's TextConstraint) chooses among its this many likeliest tokens, and
+# the tokens that continue its copy source, those that keep the constraint; when none does, it ends.
+_CONSTRAINED_PROBE = 64
 
 
 class _Row:
@@ -45,6 +48,7 @@ class _Row:
 
     __slots__ = (
         "completion_tokens",
+        "constraint",
         "deferred",
         "emitted",
         "eos_ids",
@@ -56,6 +60,7 @@ class _Row:
         "sampled",
         "stop",
         "temperature",
+        "text",
         "top_p",
     )
 
@@ -73,6 +78,8 @@ class _Row:
         self.deferred = False  # waited once for a sibling's prompt to be cached (never twice)
         self.completion_tokens = 0  # includes the end-of-sequence token when one was produced
         self.emitted = ""  # text already sent as deltas: always a prefix of the final text
+        self.text = ""  # the completion decoded so far (what a constraint is checked against)
+        self.constraint = job.request.constraint.compile(self.stop) if job.request.constraint is not None else None
         self.generator: torch.Generator | None = None
         if self.temperature > 0:
             seed = params.seed if params.seed is not None else secrets.randbits(63)
@@ -105,6 +112,7 @@ class Scheduler:
         self._next: torch.Tensor | None = None  # [B] sampled tokens not yet fed to the model
         self._pos: torch.Tensor | None = None  # [B] position id of the next fed token
         self._prefixes = PrefixCache(int(options.prefix_cache_mb * 2**20))
+        self._pieces: dict[int, str] = {}  # token id -> its text alone (constrained decoding)
         self._kv_token_bytes = 0  # keys + values of one token over all layers (set by _load)
         # Prompt tokens admitted, how many came from the prefix cache, and where the time went
         # (read by benchmarks and tests).
@@ -538,7 +546,10 @@ class Scheduler:
     def _choose(self, rows: Sequence[_Row], logits: torch.Tensor) -> list[int]:
         """The next token of each row: argmax for greedy rows, a seeded nucleus draw otherwise."""
         tokens: list[int] = logits.argmax(dim=-1).tolist()
-        sampled = [i for i, row in enumerate(rows) if row.temperature > 0]
+        for i, row in enumerate(rows):
+            if row.constraint is not None:
+                tokens[i] = self._choose_constrained(row, logits[i])
+        sampled = [i for i, row in enumerate(rows) if row.temperature > 0 and row.constraint is None]
         if not sampled:
             return tokens
         sub = logits.index_select(0, torch.tensor(sampled, device=logits.device)).float().cpu()
@@ -563,6 +574,57 @@ class Scheduler:
             tokens[i] = int(ids[choice])
         return tokens
 
+    def _choose_constrained(self, row: _Row, logits: torch.Tensor) -> int:
+        """The next token of a row under a constraint: the same greedy or nucleus draw, over the
+        tokens that keep it (renormalised); an end-of-sequence token when none does.
+
+        The candidates are the model's likeliest tokens and, for a copy, the first token of each way
+        the source goes on after the text so far (``CompiledConstraint.continuations``), so a copy
+        can always go on when the source does; the model's own probabilities choose among them.
+        """
+        assert row.constraint is not None and self.tokenizer is not None
+        scores = logits.float().cpu()
+        if row.temperature > 0:
+            scores = scores / row.temperature
+        probs = torch.softmax(scores, dim=-1)
+        candidates: list[int] = probs.topk(min(_CONSTRAINED_PROBE, probs.shape[-1])).indices.tolist()
+        for rest in row.constraint.continuations(row.text):
+            ids = self.tokenizer.encode(rest, add_special_tokens=False)
+            if ids and ids[0] not in candidates:
+                candidates.append(ids[0])
+        allowed = sorted(
+            (
+                (float(probs[t]), t)
+                for t in candidates
+                if (
+                    row.constraint.allows_end(row.text)
+                    if t in row.eos_ids
+                    else row.constraint.allows(row.text + self._piece(t))
+                )
+            ),
+            reverse=True,
+        )
+        if not allowed:
+            return min(row.eos_ids) if row.eos_ids else candidates[0]
+        if row.temperature <= 0 or len(allowed) == 1:
+            return allowed[0][1]
+        kept = torch.tensor([p for p, _ in allowed])
+        kept = kept / kept.sum()
+        keep = int(((kept.cumsum(dim=-1) - kept) < row.top_p).sum())
+        assert row.generator is not None
+        choice = int(torch.multinomial(kept[:keep], 1, generator=row.generator))
+        return allowed[choice][1]
+
+    def _piece(self, token: int) -> str:
+        """One token's text on its own; a token holding part of a character never keeps a constraint."""
+        piece = self._pieces.get(token)
+        if piece is None:
+            assert self.tokenizer is not None
+            text = self.tokenizer.decode([token], skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            # A lone byte of a multi-byte character decodes to U+FFFD, which no story holds.
+            piece = self._pieces[token] = text
+        return piece
+
     def _advance(self, row: _Row, token: int) -> bool:
         """Record ``token`` for ``row``, send any settled text; True when the row is finished."""
         assert self.tokenizer is not None
@@ -576,6 +638,7 @@ class Scheduler:
             if row.completion_tokens >= row.max_new:
                 finish = "length"
         text = self.tokenizer.decode(row.generated, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        row.text = text
         settled = text if finish else text.rstrip(REPLACEMENT)
         cut = find_stop(settled, row.stop, len(row.emitted))
         if cut is not None:

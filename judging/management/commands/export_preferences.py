@@ -112,6 +112,11 @@ class Command(BaseCommand):
             action="store_true",
             help="keep human verdicts that break an exposure rule (left out by default; docs/judging.md)",
         )
+        parser.add_argument(
+            "--include-deactivated",
+            action="store_true",
+            help="keep verdicts of judges a researcher deactivated (left out by default; docs/judging.md)",
+        )
         parser.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -135,6 +140,7 @@ class Command(BaseCommand):
             test_fraction=float(opts["test_fraction"]),  # type: ignore[arg-type]
             stable_judge_ids=bool(opts["stable_judge_ids"]),
             include_flagged=bool(opts["include_flagged"]),
+            include_deactivated=bool(opts["include_deactivated"]),
         )
         kwargs = {"overwrite": bool(opts["overwrite"]), "hf_dir": hf}
         try:
