@@ -58,7 +58,9 @@ def start_redis(data_dir: Path, port: int, timeout_s: float = 10.0) -> subproces
     """Start the embedded Redis unless one already answers on ``port``; returns the process we own."""
     if redis_is_up(port):
         return None
-    redis_dir = data_dir / "redis"
+    # Absolute: redis-server changes into --dir before it opens --logfile, so a relative data
+    # directory would point the log file at a path that does not exist from there.
+    redis_dir = (data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
         [
