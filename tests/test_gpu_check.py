@@ -83,9 +83,10 @@ def test_it_runs_the_vllm_part_through_the_runner_against_the_vllm_standin(monke
     assert extra["vllm_multiproc_method"] == "spawn"
     # 2 debates x 2 speakers x 1 round x 8 tokens, through the runner and again through generate_batch.
     assert {key: figure.tokens for key, figure in figures.items()} == {"vllm/runner": 32, "vllm/generate_batch": 32}
-    # The warm-up and the replay are one generate_batch each: one LLM.chat of all four requests. The
-    # runner's four concurrent generate calls join within batch_wait_ms of each other; on a loaded
-    # machine some arrive later and leave in a call of their own, so only their total is fixed.
-    warm_up, *runner, replay = extra["vllm_chat_batch_sizes"]
-    assert (warm_up, replay) == (4, 4)
-    assert sum(runner) == 4 and 1 <= len(runner) <= 4
+    # The replay is one generate_batch: one LLM.chat of all four requests. The warm-up and the timed
+    # run go through the batch runner, whose four concurrent generate calls a round join within
+    # batch_wait_ms of each other; on a loaded machine some arrive later and leave in a call of their
+    # own, so only their total (4 + 4) is fixed.
+    *runner, replay = extra["vllm_chat_batch_sizes"]
+    assert replay == 4
+    assert sum(runner) == 8 and all(1 <= size <= 4 for size in runner)
