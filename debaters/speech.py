@@ -71,6 +71,8 @@ ELLIPSIS = "…"
 # its argument): quoting what the debate already quoted is a repeat, however it continues. Fewer
 # than QUOTE_HOLD_WORDS, so a quote stopped by this rule is still unseen and sampled again.
 QUOTE_AVOID_WORDS = 5
+# An argument may not copy this many consecutive words of an earlier speech.
+ARGUMENT_AVOID_WORDS = 8
 # A quote the debate already used is sampled again up to this many times (repetition control).
 QUOTE_RESAMPLES = 2
 # A quote is shown once it has this many words, time enough to see that it repeats an earlier one.
@@ -120,7 +122,7 @@ class SpeechPlan:
                 source=self.copy_from, avoid=self.avoid, avoid_words=QUOTE_AVOID_WORDS, min_words=QUOTE_MIN_WORDS
             )
         elif self.avoid and self.prefill:
-            constraint = TextConstraint(avoid=self.avoid)
+            constraint = TextConstraint(avoid=self.avoid, avoid_words=ARGUMENT_AVOID_WORDS)
         params = params.replace(max_tokens=max(1, limit), stop=tuple(params.stop) + phase.stop)
         return GenerateRequest(messages, params, constraint)
 
@@ -303,7 +305,7 @@ async def generate_speech(
         # The transcript says how the speech was decoded (docs/protocols.md, "Constrained decoding").
         meta["constrained"] = {
             "quote_copied_from_excerpts": bool(plan.copy_from),
-            "avoid_words": {"quote": QUOTE_AVOID_WORDS, "argument": 8} if plan.avoid else None,
+            "avoid_words": {"quote": QUOTE_AVOID_WORDS, "argument": ARGUMENT_AVOID_WORDS} if plan.avoid else None,
         }
     constrained = model.honours_constraints and bool(plan.copy_from)
     index: list[SourceIndex] = []

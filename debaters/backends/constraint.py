@@ -118,10 +118,6 @@ class CompiledConstraint:
         for text in constraint.avoid:
             self._avoid |= _grams(text, self._n)
 
-    @property
-    def copies(self) -> bool:
-        return bool(self._source)
-
     def _content(self, text: str) -> str:
         """``text`` without a stop string that it has started (or finished) at its end. A stop
         started and then left (``</qu`` and then anything but ``ote>``) stays content: markup is

@@ -222,7 +222,7 @@ def test_a_structured_plan_constrains_its_quote_to_the_story_and_its_words_to_ne
         assert quote_request.constraint == TextConstraint(
             source=STORY, avoid=(earlier[0].text,), avoid_words=QUOTE_AVOID_WORDS, min_words=QUOTE_MIN_WORDS
         )
-    assert argument.constraint == TextConstraint(avoid=(earlier[0].text,))
+    assert argument.constraint == TextConstraint(avoid=(earlier[0].text,), avoid_words=8)
     assert speech.meta["constrained"] == {
         "quote_copied_from_excerpts": True,
         "avoid_words": {"quote": QUOTE_AVOID_WORDS, "argument": 8},
