@@ -689,7 +689,12 @@ class VLLMBackend(ModelAPI):
         if reason is not None:
             raise BackendError(f"vLLM's offline engine cannot start here: {reason}. {WORKER_HINT}", permanent=True)
         with self._lock:
-            if self._engine is None or not self._engine.is_alive:
+            old = self._engine
+            # ``dead`` is set before the failed batch's requests hear of it, while the thread is still
+            # finishing: a request sent right after must not join the engine on its way out.
+            if old is None or not old.is_alive or old.dead is not None:
+                if old is not None:
+                    old.join(timeout=5)  # let it drop its LLM (GPU memory) before the next one loads
                 self._engine = _Engine(self.spec.model, self.options)
             return self._engine
 

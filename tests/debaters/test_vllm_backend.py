@@ -16,6 +16,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -353,6 +354,33 @@ async def test_it_starts_a_new_engine_after_the_engine_died(standin: StandIn) ->
         await backend.complete(_request("a"))
     assert not info.value.permanent and "engine died" in info.value.message
     assert _texts(await backend.generate_batch([_request("ab")])) == ["ba"]
+    assert len(standin.engines) == 2
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_request_right_after_the_engine_died_goes_to_a_new_engine(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The dying engine's thread is still finishing when its requests hear of the death (held here
+    # in _drain): the next request must start a new engine, not join the old one's last drain.
+    from debaters.backends import vllm_backend
+
+    finishing = threading.Event()
+    drain = vllm_backend._Engine._drain
+
+    def slow_drain(self: vllm_backend._Engine) -> list:
+        finishing.wait(timeout=2)
+        return drain(self)
+
+    monkeypatch.setattr(vllm_backend._Engine, "_drain", slow_drain)
+    backend = VLLMBackend(_spec())
+    await backend.wait_ready()
+    standin.engines[0].fail_next.append(vllm_standin.EngineDeadError())
+    with pytest.raises(BackendError):
+        await backend.complete(_request("a"))
+    try:
+        assert _texts(await backend.generate_batch([_request("ab")])) == ["ba"]
+    finally:
+        finishing.set()
     assert len(standin.engines) == 2
     await backend.aclose()
 
