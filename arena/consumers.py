@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from arena.fanout import RAW_SEND, DebateBroadcaster, broadcaster_for
 from arena.models import Debate, Turn
-from arena.ratelimit import WS_CLOSE_LIMITED, SessionSockets, WindowCounter
+from arena.ratelimit import WS_CLOSE_LIMITED, SessionSockets, Slot, WindowCounter
 from arena.roles import is_judge, is_researcher
 from arena.runner import turn_payload
 from arena.streaming import group_name, read_inflight
@@ -33,7 +33,8 @@ from judging.sockets import CLOSE_DEACTIVATED, follow_account, unfollow_account
 
 MAX_CLIENT_MESSAGE = 4096
 
-# Sockets open per session in this process (ARENA_WS_SOCKETS_PER_SESSION).
+# Sockets open per signed-in session, counted in Redis across every web process
+# (ARENA_WS_SOCKETS_PER_SESSION); this process's places are refreshed by one task per event loop.
 _session_sockets = SessionSockets()
 # (debate, judge's first answer, event as sent) -> the event as such judges get it: a crowd of
 # judges on one debate shares two forms of each message. Recent messages only.
@@ -56,7 +57,7 @@ class DebateConsumer(AsyncWebsocketConsumer):
     researcher: bool
     # A judge's labels (their A/B order, never the stored one); None for researchers.
     view: JudgeView | None = None
-    session_key: str | None = None
+    slot: Slot | None = None  # this socket's place in its session's count (ARENA_WS_SOCKETS_PER_SESSION)
     account_id: int | None = None  # judging.sockets: the user whose deactivation closes this socket
     frames: WindowCounter
     snapshots: WindowCounter
@@ -101,31 +102,39 @@ class DebateConsumer(AsyncWebsocketConsumer):
                 await self.close(code=4403)
                 return
         session_key = self.scope["session"].session_key or ""
-        if not _session_sockets.acquire(session_key, settings.ARENA_WS_SOCKETS_PER_SESSION):
+        self.slot = await _session_sockets.acquire(session_key, settings.ARENA_WS_SOCKETS_PER_SESSION)
+        if self.slot is None:
             # Accept first: a close code sent before the handshake never reaches the page.
             await self.accept()
             await self.close(code=WS_CLOSE_LIMITED)
             return
-        self.session_key = session_key
-        self.frames = WindowCounter(settings.ARENA_WS_FRAMES_PER_MINUTE)
-        self.snapshots = WindowCounter(settings.ARENA_WS_SNAPSHOTS_PER_MINUTE)
-        # Join before reading the snapshot, so that nothing falls between the two; duplicates are
-        # dropped by sequence number. The broadcaster holds this socket's events until the snapshot
-        # is sent.
-        if settings.ARENA_WS_FANOUT == "per-socket":
-            await self.channel_layer.group_add(group_name(self.debate_id), self.channel_name)
-        else:
-            self.broadcaster = broadcaster_for(self.debate_id)
-            await self.broadcaster.join(self)
-        await self.accept()
-        await self._send_snapshot()
+        try:
+            self.frames = WindowCounter(settings.ARENA_WS_FRAMES_PER_MINUTE)
+            self.snapshots = WindowCounter(settings.ARENA_WS_SNAPSHOTS_PER_MINUTE)
+            # Join before reading the snapshot, so that nothing falls between the two; duplicates
+            # are dropped by sequence number. The broadcaster holds this socket's events until the
+            # snapshot is sent.
+            if settings.ARENA_WS_FANOUT == "per-socket":
+                await self.channel_layer.group_add(group_name(self.debate_id), self.channel_name)
+            else:
+                self.broadcaster = broadcaster_for(self.debate_id)
+                await self.broadcaster.join(self)
+            await self.accept()
+            await self._send_snapshot()
+        except BaseException:
+            # A failed connect gets no disconnect(): free the place here, or this process would
+            # keep refreshing it for as long as it runs.
+            if self.slot is not None:
+                slot, self.slot = self.slot, None
+                await _session_sockets.release(slot)
+            raise
 
     async def disconnect(self, code: int) -> None:
         if self.account_id is not None:  # judging.sockets
             await unfollow_account(self.channel_layer, self.channel_name, self.account_id)
-        if self.session_key is not None:
-            _session_sockets.release(self.session_key)
-            self.session_key = None
+        if self.slot is not None:
+            slot, self.slot = self.slot, None
+            await _session_sockets.release(slot)
         if self.broadcaster is not None:
             await self.broadcaster.leave(self)
             self.broadcaster = None

@@ -9,9 +9,16 @@ one against the registered tasks.
 
 from __future__ import annotations
 
+from django.conf import settings
+
 from arena.celery import app
 
 
-def enqueue(task_name: str, *args: object) -> None:
-    """Send one message for ``task_name(*args)`` to the default queue (as ``task.delay`` would)."""
-    app.send_task(task_name, args=args)
+def enqueue(task_name: str, *args: object, countdown: float | None = None) -> None:
+    """Send one message for ``task_name(*args)`` to the default queue (as ``task.delay`` would).
+
+    At the default priority, explicitly: ``send_task`` does not apply ``task_default_priority``,
+    and the Redis transport puts a message without one in its first list, the one for work taken
+    back from a dead worker (arena/tasks.py), which would then wait behind every new debate.
+    """
+    app.send_task(task_name, args=args, countdown=countdown, priority=settings.CELERY_TASK_DEFAULT_PRIORITY)

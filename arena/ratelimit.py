@@ -18,15 +18,21 @@ The client address is the one Daphne reports: behind a proxy run Daphne with ``-
 and answers 429 with ``Retry-After`` beyond that.
 
 **WebSocket.** :class:`WindowCounter` counts one connection's frames (and, separately, its
-snapshot requests); :class:`SessionSockets` caps the sockets one session holds open in a web
-process. Both refusals close the socket with :data:`WS_CLOSE_LIMITED`, which the page explains.
+snapshot requests); :class:`SessionSockets` caps the sockets one signed-in session holds open,
+counted in Redis across all web processes. Both refusals close the socket with
+:data:`WS_CLOSE_LIMITED`, which the page explains.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hashlib
+import logging
 import math
 import time
+import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,6 +45,12 @@ from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from arena.streaming import redis_client
+
+logger = logging.getLogger(__name__)
 
 WS_CLOSE_LIMITED = 4429
 
@@ -203,22 +215,146 @@ class WindowCounter:
         return self._count <= self.limit
 
 
-class SessionSockets:
-    """Open sockets per session key in this process (a proxy keeps a browser on one process)."""
+@dataclass(frozen=True)
+class Slot:
+    """One socket's place in its session's count: the session's sorted set and the socket's member
+    in it. ``counted`` is False for a socket let in while Redis could not be asked (fail-open)."""
+
+    key: str
+    member: str
+    counted: bool = True
+
+
+# One atomic step per connect. KEYS[1]: the session's sorted set (member: a socket, score: when its
+# place expires unless its process refreshes it). ARGV: now, this socket's expiry, its member, the
+# cap, the key's own lifetime in seconds. Drops the expired places (a dead process's sockets), then
+# adds this one only if there is room. 1: counted; 0: the session is full.
+_ACQUIRE_LUA = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+class _LoopSockets:
+    """The counted sockets of one event loop (a web process runs one) and its refresher task."""
 
     def __init__(self) -> None:
-        self._open: dict[str, int] = {}
+        self.open: dict[str, set[str]] = {}  # session's key -> members of this loop's sockets
+        self.task: asyncio.Task[None] | None = None
+        self.sleeping = False
 
-    def acquire(self, session_key: str, limit: int) -> bool:
-        count = self._open.get(session_key, 0)
-        if count >= limit:
-            return False
-        self._open[session_key] = count + 1
-        return True
 
-    def release(self, session_key: str) -> None:
-        count = self._open.get(session_key, 0) - 1
-        if count > 0:
-            self._open[session_key] = count
-        else:
-            self._open.pop(session_key, None)
+class SessionSockets:
+    """Open sockets per signed-in session, counted in Redis, so that the cap holds across all web
+    processes (a session may reach several through a proxy).
+
+    Each session has a sorted set, ``<prefix>:ws-sockets:<hash of the session key>``: a member per
+    open socket (a random id), scored with the time its place expires. Connecting is one Lua call
+    (drop expired places, add this one if the session has room); closing removes the member. Every
+    event loop with counted sockets has one task that pushes their expiry forward, one pipeline for
+    all of them every ``ARENA_WS_SOCKET_TTL_S / 3`` seconds, so the places of a process that died
+    without closing its sockets expire within ``ARENA_WS_SOCKET_TTL_S``. Calls go through the
+    process's pooled client (``arena.streaming.redis_client``): a crowd connecting at once waits for
+    its connections rather than opening one per socket.
+
+    If Redis fails while a socket connects, the socket is let in uncounted and a warning logged
+    (fail-open): the cap guards against runaway tabs, not an attack that needs Redis down, and a
+    socket needs Redis anyway for its live events and snapshot.
+    """
+
+    def __init__(self, client: Callable[[], aioredis.Redis] | None = None) -> None:
+        self._client = client or redis_client
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSockets] = weakref.WeakKeyDictionary()
+
+    @staticmethod
+    def key(session_key: str) -> str:
+        """The Redis key of a session's count; the session key itself (a credential) never appears."""
+        digest = hashlib.sha256(session_key.encode()).hexdigest()[:32]
+        return f"{settings.CHANNEL_LAYERS['default']['CONFIG'].get('prefix', 'arena')}:ws-sockets:{digest}"
+
+    async def acquire(self, session_key: str, limit: int, now: float | None = None) -> Slot | None:
+        """A place for one more socket of the session, or None when it already holds ``limit``
+        across all web processes."""
+        now = time.time() if now is None else now
+        ttl = float(settings.ARENA_WS_SOCKET_TTL_S)
+        slot = Slot(self.key(session_key), uuid.uuid4().hex)
+        try:
+            client = self._client()
+            added = await client.eval(_ACQUIRE_LUA, 1, slot.key, now, now + ttl, slot.member, limit, _key_ttl(ttl))
+        except (RedisError, OSError) as exc:
+            logger.warning("could not count a WebSocket of its session (%s); letting it in uncounted", exc)
+            return Slot(slot.key, slot.member, counted=False)
+        if not added:
+            return None
+        state = self._state()
+        state.open.setdefault(slot.key, set()).add(slot.member)
+        if state.task is None:
+            state.task = asyncio.get_running_loop().create_task(self._refresh(state))
+        return slot
+
+    async def release(self, slot: Slot) -> None:
+        """Free the socket's place (its process stops refreshing it even if Redis cannot be told)."""
+        if not slot.counted:
+            return
+        state = self._state()
+        members = state.open.get(slot.key)
+        if members is not None:
+            members.discard(slot.member)
+            if not members:
+                del state.open[slot.key]
+        if not state.open and state.task is not None and state.sleeping:
+            state.task.cancel()  # nothing left to refresh; a later socket starts another task
+            state.task = None
+        try:
+            await self._client().zrem(slot.key, slot.member)
+        except (RedisError, OSError) as exc:
+            logger.warning("could not free a WebSocket's place in its session's count (%s); it expires by itself", exc)
+
+    async def refresh(self, now: float | None = None) -> None:
+        """Push the expiry of this loop's counted sockets forward: one pipeline for all of them.
+        Only places still in Redis are refreshed (``XX``), so a socket closed meanwhile stays gone."""
+        state = self._state()
+        if not state.open:
+            return
+        ttl = float(settings.ARENA_WS_SOCKET_TTL_S)
+        expires = (time.time() if now is None else now) + ttl
+        pipe = self._client().pipeline(transaction=False)
+        for key, members in state.open.items():
+            pipe.zadd(key, dict.fromkeys(members, expires), xx=True)
+            pipe.expire(key, _key_ttl(ttl))
+        await pipe.execute()
+
+    def _state(self) -> _LoopSockets:
+        loop = asyncio.get_running_loop()
+        state = self._loops.get(loop)
+        if state is None:
+            state = self._loops[loop] = _LoopSockets()
+        return state
+
+    async def _refresh(self, state: _LoopSockets) -> None:
+        while True:
+            state.sleeping = True
+            try:
+                await asyncio.sleep(float(settings.ARENA_WS_SOCKET_TTL_S) / 3)
+            finally:
+                state.sleeping = False
+            if not state.open:
+                break
+            try:
+                await self.refresh()
+            except (RedisError, OSError) as exc:
+                logger.warning("could not refresh this process's WebSocket places (%s); retrying", exc)
+            if not state.open:
+                break
+        if state.task is asyncio.current_task():
+            state.task = None
+
+
+def _key_ttl(ttl: float) -> int:
+    """A session's sorted set outlives its latest place, so an abandoned one disappears by itself."""
+    return math.ceil(ttl) * 2 + 1

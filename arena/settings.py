@@ -146,6 +146,14 @@ ARENA_POST_LIMITS = {
 ARENA_WS_FRAMES_PER_MINUTE = envint("ARENA_WS_FRAMES_PER_MINUTE", "60")
 ARENA_WS_SNAPSHOTS_PER_MINUTE = envint("ARENA_WS_SNAPSHOTS_PER_MINUTE", "12")
 ARENA_WS_SOCKETS_PER_SESSION = envint("ARENA_WS_SOCKETS_PER_SESSION", "20")
+# The per-session cap holds across all web processes (a count in Redis, arena/ratelimit.py). Each
+# process refreshes its sockets' places every third of this many seconds; those of a process that
+# died without closing its sockets are free again after at most this long.
+ARENA_WS_SOCKET_TTL_S = envint("ARENA_WS_SOCKET_TTL_S", "60")
+if ARENA_WS_SOCKET_TTL_S < 3:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ARENA_WS_SOCKET_TTL_S must be at least 3 seconds, not {ARENA_WS_SOCKET_TTL_S}")
 # Seconds Daphne (under `serve`) gives a WebSocket handshake. Its default, 5 s, refused most of a
 # thousand spectators arriving together on two cores: each handshake reads the session, the access
 # rights and a snapshot, and they queue for the one thread the ORM runs on.
@@ -162,6 +170,16 @@ if ARENA_WS_FANOUT not in ("broadcast", "per-socket"):
 # The broadcaster's least interval between two passes over its sockets, in milliseconds: 0 writes
 # as soon as the last pass is done (batches form only when a pass falls behind).
 ARENA_WS_TICK_MS = envint("ARENA_WS_TICK_MS", "0")
+# The niceness `serve` gives its Celery worker (0-19; 0: the web's). On one machine the model's
+# compute then yields to the web process, which writes every socket when a delta comes.
+# Daphne processes `serve` runs on its one address (they share the listening socket): fan-out to a
+# crowd is CPU work, and each process writes only its own sockets (docs/streaming.md).
+ARENA_WEB_PROCESSES = envint("ARENA_WEB_PROCESSES", "1")
+ARENA_WORKER_NICE = envint("ARENA_WORKER_NICE", "10")
+if not 0 <= ARENA_WORKER_NICE <= 19:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ARENA_WORKER_NICE must be 0 to 19, not {ARENA_WORKER_NICE}")
 
 CELERY_BROKER_URL = REDIS_URL
 CELERY_TASK_ACKS_LATE = True
@@ -183,6 +201,10 @@ ARENA_LEASE_SECONDS = envint("ARENA_LEASE_SECONDS", "120")
 # Every worker looks this often (and once at its start) for debates and tournament chunks whose
 # worker died and queues them again (arena/sweep.py); 0 turns the sweep off.
 ARENA_SWEEP_SECONDS = envint("ARENA_SWEEP_SECONDS", "10")
+# A worker loads the in-process models (transformers) of the debates waiting for it while Celery is
+# still starting, instead of when its first debate asks (arena/tasks.py): a worker restarted after a
+# crash gets its debates moving sooner.
+ARENA_WORKER_WARM = envbool("ARENA_WORKER_WARM", "True")
 ARENA_STREAM_FLUSH_MS = envint("ARENA_STREAM_FLUSH_MS", "50")
 # Human judging (docs/judging.md): how long a judge holds a study debate, how long a judge of an
 # interactive debate has to ask a question, how long an invitation link stays valid.

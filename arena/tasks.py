@@ -7,16 +7,17 @@ import threading
 import time
 
 from celery import shared_task
-from celery.signals import celeryd_after_setup, worker_ready
+from celery.signals import celeryd_after_setup, celeryd_init, worker_ready
 from django.conf import settings
 from django.db import close_old_connections
 
 from arena import sweep, worker_loop
-from arena.models import Tournament
+from arena.models import Debate, Tournament
 from arena.runner import run_debate
 from arena.services import orphaned_debates
 from arena.streaming import DebateStream
 from arena.tournament_tasks import queue_chunks
+from debaters.backends import BackendSpec, get_backend
 from judging import deadlines, studies
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,50 @@ def _sweep_before_consuming(**_: object) -> None:
         log.exception("lease sweep at start-up failed")
     finally:
         close_old_connections()
+
+
+# Backends whose model lives in the worker's own process: the ones worth loading ahead.
+_IN_PROCESS_BACKENDS = ("transformers",)
+
+
+def warm_models(limit: int = 200) -> list[str]:
+    """Load the in-process models of the debates that are queued or running (the work a worker
+    started now will do); the models loaded. Loading happens once per process (debaters.backends
+    keeps one instance per spec), so a debate that asks meanwhile waits for the same load."""
+    specs: dict[object, BackendSpec] = {}
+    debates = Debate.objects.filter(status__in=[Debate.Status.QUEUED, Debate.Status.RUNNING]).select_related(
+        "debater_a", "debater_b"
+    )
+    for debate in debates.order_by("-status", "pk")[:limit]:
+        for profile in (debate.debater_a, debate.debater_b):
+            spec = profile.backend_spec()
+            if spec.backend in _IN_PROCESS_BACKENDS:
+                specs.setdefault(spec.key(), spec)
+    close_old_connections()
+    loaded = []
+    for spec in specs.values():
+        started = time.monotonic()
+        worker_loop.run(get_backend(spec).wait_ready())
+        log.info("warmed %s (%s) for the waiting debates in %.1f s", spec.model or "the embedded model", spec.backend, time.monotonic() - started)
+        loaded.append(spec.model)
+    return loaded
+
+
+def _warm_in_background() -> None:
+    try:
+        warm_models()
+    except Exception:  # noqa: BLE001 - the debates load their models themselves, and report why not
+        log.warning("warming the models of the waiting debates failed", exc_info=True)
+    finally:
+        close_old_connections()
+
+
+@celeryd_init.connect
+def _warm_before_consuming(**_: object) -> None:
+    """Start loading models as the worker starts, while Celery sets up, connects and sweeps (a
+    thread: it must not delay them)."""
+    if settings.ARENA_WORKER_WARM:
+        threading.Thread(target=_warm_in_background, name="arena-warm-models", daemon=True).start()
 
 
 @worker_ready.connect

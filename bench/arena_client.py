@@ -3,14 +3,16 @@ management commands), signing in over HTTP, and a small asyncio WebSocket client
 debate exactly as the page does (docs/streaming.md): snapshot first, then deltas applied only when
 their ``seq`` is the next one, a fresh snapshot after a gap.
 
-The client is written on asyncio streams (RFC 6455, text frames only) so that a thousand of them
-fit in one process with nothing to install. Everything stays on 127.0.0.1.
+The client is written on an asyncio protocol (RFC 6455, text frames only) so that a thousand of
+them fit in one process with nothing to install; it stamps each message when its bytes arrive,
+before parsing it. Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import os
 import re
@@ -124,31 +126,104 @@ class Closed(Exception):
         self.code = code
 
 
-class WebSocket:
-    """One client connection: text frames out (masked), text frames in, pings answered."""
+class _Frames(asyncio.Protocol):
+    """The client side of one connection: the handshake's answer, then whole text messages, each
+    stamped with the time its last bytes reached this process, before anything is parsed.
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
+    Why a protocol and not streams: the spread of a delta over a thousand clients is measured in
+    this one process. With streams, each frame's arrival was timed after several task wake-ups and
+    its JSON parse, so the benchmark's own work on the other 999 frames was counted as server
+    spread. ``data_received`` only splits frames and stamps them; parsing waits for ``receive``.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.messages: collections.deque[tuple[float, bytes | Closed]] = collections.deque()
+        self.partial = bytearray()
+        self.waiter: asyncio.Future[None] | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.monotonic()
+        self.buffer += data
+        if not self.head.done():
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.head.set_result(bytes(self.buffer[: end + 4]))
+            del self.buffer[: end + 4]
+        added = False
+        while len(self.buffer) >= 2:
+            first, second = self.buffer[0], self.buffer[1]
+            length, start = second & 0x7F, 2
+            if length == 126:
+                if len(self.buffer) < 4:
+                    break
+                (length,), start = struct.unpack_from("!H", self.buffer, 2), 4
+            elif length == 127:
+                if len(self.buffer) < 10:
+                    break
+                (length,), start = struct.unpack_from("!Q", self.buffer, 2), 10
+            if len(self.buffer) < start + length:
+                break
+            payload = bytes(self.buffer[start : start + length])
+            del self.buffer[: start + length]
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                self.messages.append((now, Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)))
+                added = True
+            elif opcode == 0x9 and self.transport is not None:
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode in (0x1, 0x0):
+                self.partial += payload
+                if first & 0x80:
+                    self.messages.append((now, bytes(self.partial)))
+                    self.partial.clear()
+                    added = True
+        if added:
+            self._wake()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if not self.head.done():
+            self.head.set_exception(ConnectionResetError("closed during the handshake"))
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class WebSocket:
+    """One client connection: text frames out (masked), text frames in (stamped on arrival), pings answered."""
+
+    def __init__(self, transport: asyncio.Transport, frames: _Frames) -> None:
+        self.transport = transport
+        self.frames = frames
 
     @classmethod
     async def connect(cls, target: Target, path: str, session: str) -> WebSocket:
         host, port = target.host_port
-        reader, writer = await asyncio.open_connection(host, port)
+        transport, frames = await asyncio.get_running_loop().create_connection(_Frames, host, port)
         key = base64.b64encode(secrets.token_bytes(16)).decode()
-        writer.write(
+        transport.write(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n"
                 f"Cookie: sessionid={session}\r\n\r\n"
             ).encode()
         )
-        head = await reader.readuntil(b"\r\n\r\n")
+        head = await frames.head
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status + b" ":
-            writer.close()
+            transport.close()
             raise Closed(int(status.split()[1]) if len(status.split()) > 1 and status.split()[1].isdigit() else None)
-        return cls(reader, writer)
+        return cls(transport, frames)
 
     async def send(self, payload: dict[str, object]) -> None:
         data = json.dumps(payload).encode()
@@ -160,32 +235,26 @@ class WebSocket:
             header += bytes([0x80 | 126]) + struct.pack("!H", len(data))
         else:
             header += bytes([0x80 | 127]) + struct.pack("!Q", len(data))
-        self.writer.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
-        await self.writer.drain()
+        self.transport.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+
+    async def receive_stamped(self) -> tuple[dict[str, object], float]:
+        """The next text message and the time (``time.monotonic``) its bytes arrived."""
+        frames = self.frames
+        while not frames.messages:
+            if frames.lost:
+                raise asyncio.IncompleteReadError(b"", None)
+            frames.waiter = asyncio.get_running_loop().create_future()
+            await frames.waiter
+        arrived, message = frames.messages.popleft()
+        if isinstance(message, Closed):
+            raise message
+        return json.loads(message), arrived
 
     async def receive(self) -> dict[str, object]:
-        message = b""
-        while True:
-            first, second = await self.reader.readexactly(2)
-            length = second & 0x7F
-            if length == 126:
-                (length,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif length == 127:
-                (length,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await self.reader.readexactly(length)
-            opcode = first & 0x0F
-            if opcode == 0x8:
-                raise Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)
-            if opcode == 0x9:
-                self.writer.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
-                continue
-            if opcode in (0x1, 0x0):
-                message += payload
-                if first & 0x80:
-                    return json.loads(message)
+        return (await self.receive_stamped())[0]
 
     def close(self) -> None:
-        self.writer.close()
+        self.transport.close()
 
 
 @dataclass
@@ -297,8 +366,8 @@ async def follow(target: Target, debate_id: int, session: str, deadline: float) 
             if left <= 0:
                 state.error = "timed out"
                 break
-            msg = await asyncio.wait_for(ws.receive(), left)
-            reply = state.on_message(msg, time.monotonic())
+            msg, arrived = await asyncio.wait_for(ws.receive_stamped(), left)
+            reply = state.on_message(msg, arrived)
             if reply is not None:
                 await ws.send(reply)
     except Closed as exc:

@@ -27,8 +27,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from arena.dispatch import enqueue
 from arena.models import Debate, JudgeQuestion
-from arena.celery import app as celery_app
 from arena.protocol_services import WAITING_KEY, WAITING_SINCE_KEY, waiting_round
 from arena.services import enqueue_debate
 from judging.models import Assignment, Study, StudyDebate
@@ -89,10 +89,7 @@ def schedule_deadline(debate_id: int, after_round: int) -> None:
     Sent by task name: the runner calls this and must not import the judging tasks module.
     """
     debate = Debate.objects.get(pk=debate_id)
-    celery_app.send_task(
-        "judging.tasks.question_deadline_task", args=[debate_id, after_round],
-        countdown=question_rule(debate).deadline_s + 1,
-    )
+    enqueue("judging.tasks.question_deadline_task", debate_id, after_round, countdown=question_rule(debate).deadline_s + 1)
 
 
 def fallback_for(debate_settings: dict[str, object], after_round: int) -> Fallback | None:

@@ -18,11 +18,11 @@ import time
 from contextlib import aclosing
 
 from asgiref.sync import sync_to_async
-from celery import current_app
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from arena.dispatch import enqueue
 from debaters.backends import get_backend
 from debaters.backends.base import BackendError, BackendSpec, ChatMessage, Delta, Final, GenerateRequest, SamplingParams
 from debaters.backends.resilient import ResilientModel
@@ -61,7 +61,7 @@ def request_check(profile: DebaterProfile | JudgeProfile, created_by: AbstractBa
             prompt=CHECK_PROMPT,
             created_by=created_by,
         )
-        transaction.on_commit(lambda: current_app.send_task(TASK_NAME, args=[check.pk]))
+        transaction.on_commit(lambda: enqueue(TASK_NAME, check.pk))
     return check
 
 

@@ -50,7 +50,7 @@ def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_s
     web_port, redis_port = _free_port(), _free_port()
     env = {
         k: v for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY") and not k.startswith("PYTEST")
+        if k not in ("DATABASE_URL", "REDIS_URL", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "ARENA_WORKER_NICE") and not k.startswith("PYTEST")
     }
     env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -78,6 +78,10 @@ def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_s
         worker_env = _environ(workers[0])
         assert worker_env["GOMP_SPINCOUNT"] == "5000"
         assert worker_env["REDIS_URL"] == f"redis://127.0.0.1:{redis_port}/0"
+        # The model's compute yields to the web: the worker runs 10 nicer than Daphne (ARENA_WORKER_NICE).
+        daphne = next(pid for pid, cmd in children.items() if "daphne" in cmd)
+        base = os.getpriority(os.PRIO_PROCESS, daphne)
+        assert os.getpriority(os.PRIO_PROCESS, workers[0]) == min(base + 10, 19)
 
         # A crashed worker is started again while the web stays up.
         os.kill(workers[0], signal.SIGKILL)
@@ -91,6 +95,7 @@ def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_s
             assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
         assert "celery worker exited with -9; starting it again" in (tmp_path / "serve.log").read_text()
+        assert os.getpriority(os.PRIO_PROCESS, again[0]) == min(base + 10, 19)  # the restarted one too
         children = _children(serve.pid)
 
         serve.send_signal(signal.SIGTERM)
@@ -99,6 +104,86 @@ def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_s
     finally:
         # On a failure above: SIGTERM first, so that serve stops its children (a SIGKILL would orphan
         # the worker and Daphne), then make sure of everything it started.
+        started = _children(serve.pid) if serve.poll() is None else {}
+        if serve.poll() is None:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(30)
+            except subprocess.TimeoutExpired:
+                serve.kill()
+                serve.wait(10)
+        for pid in started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        log.close()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_the_other_serves(tmp_path: Path) -> None:
+    """``--web-processes 2``: two Daphne processes adopt the one listening socket that serve opened;
+    a killed one is started again while the other keeps answering on the same address."""
+    web_port, redis_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("PYTEST")}
+    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [*manage, "serve", "--port", str(web_port), "--no-worker", "--web-processes", "2"],
+        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def daphnes() -> list[int]:
+        return sorted(pid for pid, cmd in _children(serve.pid).items() if "daphne" in cmd)
+
+    try:
+        deadline = time.monotonic() + 90
+        while not (answers() and len(daphnes()) == 2):
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        first, second = daphnes()
+        # Both hold the listening socket serve opened (the same socket, not two bound ports).
+        shared = _socket_inodes(first) & _socket_inodes(second) & _socket_inodes(serve.pid)
+        assert shared, "the Daphne processes share serve's listening socket"
+
+        os.kill(first, signal.SIGKILL)
+        for _ in range(10):  # the other process answers on the same address meanwhile
+            assert answers()
+        deadline = time.monotonic() + 60
+        while not (len(daphnes()) == 2 and first not in daphnes()):
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert "exited with -9; starting it again" in (tmp_path / "serve.log").read_text()
+        restarted = next(pid for pid in daphnes() if pid != second)
+        deadline = time.monotonic() + 60
+        while not _socket_inodes(restarted) & shared:
+            assert time.monotonic() < deadline, "the restarted Daphne adopts the same socket"
+            time.sleep(0.5)
+        os.kill(second, signal.SIGKILL)  # now only the restarted one is left to answer
+        assert answers()
+
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+    finally:
         started = _children(serve.pid) if serve.poll() is None else {}
         if serve.poll() is None:
             serve.send_signal(signal.SIGTERM)

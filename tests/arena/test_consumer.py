@@ -10,15 +10,17 @@ from datetime import timedelta
 
 import pytest
 import pytest_asyncio
+from arena_test_support import sockets_of_a_dead_process
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from django.utils import timezone
+from redis import asyncio as aioredis
 
 from arena.asgi import application
 from arena.models import Debate, Turn
-from arena.ratelimit import WS_CLOSE_LIMITED
+from arena.ratelimit import WS_CLOSE_LIMITED, SessionSockets
 from arena.streaming import DebateStream, group_message, group_name, inflight_key, redis_client
 from judging.models import Assignment
 
@@ -712,6 +714,56 @@ async def test_it_caps_the_sockets_one_session_holds_and_frees_a_place_on_close(
     assert (await again.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
     for comm in (second, other, again):
         await comm.disconnect()
+
+
+async def test_the_socket_cap_of_a_session_holds_across_web_processes(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, settings
+) -> None:
+    """Another web process (a counter of its own on its own Redis connection) holds one of the
+    session's two places: this process lets one socket in, not two, until that one closes."""
+    settings.ARENA_WS_SOCKETS_PER_SESSION = 2
+    cookie = await session_cookie("bob")
+    session = cookie.decode().split("=", 1)[1]
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    elsewhere = SessionSockets(client=lambda: client)
+    theirs = await elsewhere.acquire(session, 2)
+    assert theirs is not None
+
+    mine = await _open(finished_debate.pk, cookie)
+    assert (await mine.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+    refused = await _open(finished_debate.pk, cookie)
+    assert await refused.receive_output(timeout=CROWD_TIMEOUT) == {"type": "websocket.close", "code": WS_CLOSE_LIMITED}
+
+    await elsewhere.release(theirs)
+    again = await _open(finished_debate.pk, cookie)
+    assert (await again.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+    for comm in (mine, again):
+        await comm.disconnect()
+    assert await client.zcard(SessionSockets.key(session)) == 0  # closing freed both places
+    await client.aclose()
+
+
+async def test_the_sockets_of_a_web_process_that_died_stop_counting_after_the_ttl(  # type: ignore[no-untyped-def]
+    bob, finished_debate: Debate, settings
+) -> None:
+    settings.ARENA_WS_SOCKETS_PER_SESSION = 2
+    settings.ARENA_WS_SOCKET_TTL_S = 1
+    cookie = await session_cookie("bob")
+    session = cookie.decode().split("=", 1)[1]
+    assert await asyncio.to_thread(sockets_of_a_dead_process, session, 2, 2) == 2
+
+    refused = await _open(finished_debate.pk, cookie)
+    assert await refused.receive_output(timeout=CROWD_TIMEOUT) == {"type": "websocket.close", "code": WS_CLOSE_LIMITED}
+    await asyncio.sleep(1.3)
+    comm = await _open(finished_debate.pk, cookie)
+    assert (await comm.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+    await asyncio.sleep(1.5)  # past the TTL, but this process refreshes its own socket's place
+    second = await _open(finished_debate.pk, cookie)
+    assert (await second.receive_json_from(timeout=CROWD_TIMEOUT))["type"] == "snapshot"
+    third = await _open(finished_debate.pk, cookie)
+    assert await third.receive_output(timeout=CROWD_TIMEOUT) == {"type": "websocket.close", "code": WS_CLOSE_LIMITED}
+    for open_comm in (comm, second):
+        await open_comm.disconnect()
 
 
 async def test_it_shows_a_running_debate_whose_lease_expired_as_delayed(bob, make_debate) -> None:  # type: ignore[no-untyped-def]

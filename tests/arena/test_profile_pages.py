@@ -239,7 +239,7 @@ def test_it_counts_a_judge_profile_named_by_a_tournament_as_used() -> None:
 
 def test_it_queues_a_test_of_the_profile_with_what_it_will_run(alice, profile, django_capture_on_commit_callbacks, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     sent: list[tuple[str, list[int]]] = []
-    monkeypatch.setattr("judging.profile_checks.current_app.send_task", lambda name, args: sent.append((name, args)))
+    monkeypatch.setattr("judging.profile_checks.enqueue", lambda name, *args: sent.append((name, list(args))))
 
     with django_capture_on_commit_callbacks(execute=True):
         response = signed_in(alice).post(f"/profiles/debaters/{profile.pk}/test/")

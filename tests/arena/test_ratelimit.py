@@ -3,16 +3,21 @@ frame, snapshot and per-session socket limits. Counters are real, in the test Re
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+import pytest_asyncio
+from arena_test_support import PASSWORD, signed_in, sockets_of_a_dead_process
 from django.conf import settings
 from django.core.cache import caches
 from django.test import Client
+from redis import asyncio as aioredis
 
 from arena import ratelimit
-from arena_test_support import PASSWORD, signed_in
 from judging.models import Verdict
 
 REASON = "The quoted passage decides it for the first answer."
@@ -184,14 +189,152 @@ def test_it_allows_a_connection_its_frames_a_minute_and_then_no_more() -> None:
     assert counter.allow(161.0)  # a new minute
 
 
-def test_it_caps_the_sockets_of_one_session_and_frees_a_place_on_close() -> None:
+# ----- Sockets per session, shared by every web process (Redis) -----------------------------------
+
+
+@pytest_asyncio.fixture
+async def session_keys() -> AsyncIterator[Callable[[], str]]:
+    """Fresh session keys; their counts are removed from Redis after the test."""
+    made: list[str] = []
+
+    def make() -> str:
+        made.append(uuid.uuid4().hex)
+        return made[-1]
+
+    yield make
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    for key in made:
+        await client.delete(ratelimit.SessionSockets.key(key))
+    await client.aclose()
+
+
+@pytest_asyncio.fixture
+async def other_client() -> AsyncIterator[aioredis.Redis]:
+    """A Redis client of its own, as another web process has."""
+    client = aioredis.Redis.from_url(settings.REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+@pytest.mark.asyncio
+async def test_it_caps_the_sockets_of_one_session_and_frees_a_place_on_close(session_keys) -> None:  # type: ignore[no-untyped-def]
+    sockets = ratelimit.SessionSockets()
+    s1, s2 = session_keys(), session_keys()
+
+    first, second = await sockets.acquire(s1, 2), await sockets.acquire(s1, 2)
+    assert first is not None and second is not None
+    assert await sockets.acquire(s1, 2) is None
+    other = await sockets.acquire(s2, 2)
+    assert other is not None
+    await sockets.release(first)
+    again = await sockets.acquire(s1, 2)
+    assert again is not None
+    for slot in (second, other, again):
+        await sockets.release(slot)
+
+
+@pytest.mark.asyncio
+async def test_the_cap_holds_across_web_processes(session_keys, other_client) -> None:  # type: ignore[no-untyped-def]
+    here = ratelimit.SessionSockets()
+    there = ratelimit.SessionSockets(client=lambda: other_client)  # counted apart, same Redis
+    session = session_keys()
+
+    mine = [await here.acquire(session, 3) for _ in range(2)]
+    theirs = await there.acquire(session, 3)
+    assert None not in mine and theirs is not None
+    assert await there.acquire(session, 3) is None
+    assert await here.acquire(session, 3) is None
+
+    await there.release(theirs)  # a socket closed in the other process frees a place here
+    last = await here.acquire(session, 3)
+    assert last is not None
+    assert await there.acquire(session, 3) is None
+    for slot in [*mine, last]:
+        await here.release(slot)
+    assert await other_client.zcard(ratelimit.SessionSockets.key(session)) == 0
+
+
+@pytest.mark.asyncio
+async def test_the_places_of_a_process_that_died_expire_after_the_ttl(session_keys, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.ARENA_WS_SOCKET_TTL_S = 1
+    session = session_keys()
     sockets = ratelimit.SessionSockets()
 
-    assert sockets.acquire("s1", 2) and sockets.acquire("s1", 2)
-    assert not sockets.acquire("s1", 2)
-    assert sockets.acquire("s2", 2)
-    sockets.release("s1")
-    assert sockets.acquire("s1", 2)
+    assert await asyncio.to_thread(sockets_of_a_dead_process, session, 2, 2) == 2
+    assert await sockets.acquire(session, 2) is None  # its places still count...
+    await asyncio.sleep(1.3)
+    slot = await sockets.acquire(session, 2)  # ...until they expire, unrefreshed
+    assert slot is not None
+    await sockets.release(slot)
+
+
+@pytest.mark.asyncio
+async def test_a_live_process_keeps_its_places_past_the_ttl_and_stops_refreshing_when_empty(  # type: ignore[no-untyped-def]
+    session_keys, other_client, settings
+) -> None:
+    settings.ARENA_WS_SOCKET_TTL_S = 1
+    here = ratelimit.SessionSockets()
+    there = ratelimit.SessionSockets(client=lambda: other_client)
+    session = session_keys()
+    slots = [await here.acquire(session, 2) for _ in range(2)]
+    assert None not in slots
+
+    await asyncio.sleep(2.2)  # past twice the TTL: only the refreshes keep the places
+    assert await there.acquire(session, 2) is None
+    key = ratelimit.SessionSockets.key(session)
+    assert await other_client.ttl(key) > 0  # the set expires by itself once nobody refreshes it
+
+    state = here._state()
+    assert state.task is not None and not state.task.done()
+    refresher = state.task
+    for slot in slots:
+        await here.release(slot)
+    for _ in range(100):  # cancelled at once when asleep, else it ends after the refresh in flight
+        if refresher.done():
+            break
+        await asyncio.sleep(0.01)
+    assert state.task is None and refresher.done()  # one task per loop, gone with its last socket
+    assert await there.acquire(session, 2) is not None
+
+
+@pytest.mark.asyncio
+async def test_it_lets_a_socket_in_uncounted_when_redis_cannot_be_reached(session_keys, caplog) -> None:  # type: ignore[no-untyped-def]
+    unreachable = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    sockets = ratelimit.SessionSockets(client=lambda: unreachable)
+    session = session_keys()
+
+    with caplog.at_level(logging.WARNING, logger="arena.ratelimit"):
+        slots = [await sockets.acquire(session, 1) for _ in range(2)]
+    assert all(slot is not None and not slot.counted for slot in slots)  # fail-open, over the cap
+    assert "letting it in uncounted" in caplog.text
+    for slot in slots:
+        await sockets.release(slot)  # nothing to free, and no error
+    assert sockets._state().task is None
+    await unreachable.aclose()
+
+
+@pytest.mark.asyncio
+async def test_a_crowd_connecting_at_once_shares_the_pooled_connections(session_keys) -> None:  # type: ignore[no-untyped-def]
+    name = f"crowd-{uuid.uuid4().hex[:8]}"  # the connections made are counted by Redis itself
+    pool = aioredis.BlockingConnectionPool.from_url(settings.REDIS_URL, max_connections=4, timeout=30, client_name=name)
+    client = aioredis.Redis(connection_pool=pool)
+    sockets = ratelimit.SessionSockets(client=lambda: client)
+    session = session_keys()
+
+    slots = await asyncio.gather(*(sockets.acquire(session, 150) for _ in range(200)))
+    assert sum(slot is not None for slot in slots) == 150  # atomic: never more than the cap
+    opened = [c for c in await client.client_list() if c.get("name") == name]
+    assert 1 <= len(opened) <= 4
+    await asyncio.gather(*(sockets.release(slot) for slot in slots if slot is not None))
+    assert await client.zcard(ratelimit.SessionSockets.key(session)) == 0
+    await client.aclose()
+
+
+def test_the_count_is_keyed_by_a_hash_of_the_session_under_the_app_prefix() -> None:
+    key = ratelimit.SessionSockets.key("secret-session-key")
+
+    assert key.startswith(f"{settings.CHANNEL_LAYERS['default']['CONFIG']['prefix']}:ws-sockets:")
+    assert "secret-session-key" not in key
 
 
 def test_every_limit_is_documented_in_env_example() -> None:
@@ -200,6 +343,6 @@ def test_every_limit_is_documented_in_env_example() -> None:
         "ARENA_LOGIN_FAILURES", "ARENA_LOGIN_WINDOW_S", "ARENA_LOGIN_LOCKOUT_S", "ARENA_LOGIN_IP_FAILURES",
         "ARENA_VERDICT_POSTS_PER_MINUTE", "ARENA_QUESTION_POSTS_PER_MINUTE", "ARENA_INVITATION_POSTS_PER_MINUTE",
         "ARENA_WS_FRAMES_PER_MINUTE", "ARENA_WS_SNAPSHOTS_PER_MINUTE", "ARENA_WS_SOCKETS_PER_SESSION",
-        "ARENA_CHANNEL_LAYER", "ARENA_REDIS_MAX_CONNECTIONS", "ARENA_SWEEP_SECONDS",
+        "ARENA_WS_SOCKET_TTL_S", "ARENA_CHANNEL_LAYER", "ARENA_REDIS_MAX_CONNECTIONS", "ARENA_SWEEP_SECONDS",
     ):
         assert f"\n{name}=" in text, name

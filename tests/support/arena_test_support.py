@@ -63,3 +63,31 @@ def transformers_cli():  # type: ignore[no-untyped-def]
     for module in ("fastapi", "uvicorn"):
         assert importlib.util.find_spec(module), f"transformers serve needs {module}: install the dev extra"
     return executable
+
+
+def sockets_of_a_dead_process(session_key: str, count: int, limit: int) -> int:
+    """Another web process, simulated: on a thread, event loop and Redis connection of its own it
+    takes ``count`` places in the session's shared socket count (arena.ratelimit.SessionSockets),
+    then stops without freeing them, as a process that crashes does. How many it got."""
+    import asyncio
+    import threading
+
+    from django.conf import settings
+    from redis import asyncio as aioredis
+
+    from arena.ratelimit import SessionSockets
+
+    got: list[int] = []
+
+    async def run() -> None:
+        client = aioredis.Redis.from_url(settings.REDIS_URL)
+        sockets = SessionSockets(client=lambda: client)
+        slots = [await sockets.acquire(session_key, limit) for _ in range(count)]
+        got.append(sum(slot is not None for slot in slots))
+        await client.aclose()
+        # The loop ends here; asyncio.run cancels the refresher, the places stay until they expire.
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),))
+    thread.start()
+    thread.join()
+    return got[0]

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import functools
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -29,6 +31,13 @@ class Command(BaseCommand):
             help="debates one worker runs at once (threads sharing one in-process model, so their requests batch)",
         )
         parser.add_argument("--no-worker", action="store_true", help="serve the web only")
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=settings.ARENA_WEB_PROCESSES,
+            help="Daphne processes sharing the one listening address (default ARENA_WEB_PROCESSES, 1): each "
+            "writes live events to its own share of the sockets, so a crowd's fan-out spreads over the cores",
+        )
 
     def handle(self, *args: object, **opts: object) -> None:
         env = dict(os.environ)
@@ -53,16 +62,34 @@ class Command(BaseCommand):
                      f"--concurrency={opts['concurrency']}", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE,
                      "--loglevel=INFO", "--without-gossip", "--without-mingle"],
                     env,
+                    # The model's compute yields to the web process, which has a thousand sockets
+                    # to write when a delta comes (docs/streaming.md, "Fan-out").
+                    nice=settings.ARENA_WORKER_NICE,
                 )
             )
-        children.append(
-            Supervised(
-                "daphne",
-                [sys.executable, "-m", "daphne", "-b", str(opts["host"]), "-p", str(opts["port"]),
-                 "--websocket_connect_timeout", str(settings.ARENA_WS_CONNECT_TIMEOUT_S), "arena.asgi:application"],
-                env,
+        daphne = [sys.executable, "-m", "daphne", "--websocket_connect_timeout", str(settings.ARENA_WS_CONNECT_TIMEOUT_S)]
+        web_processes = int(opts["web_processes"])  # type: ignore[call-overload]
+        if web_processes < 1:
+            raise CommandError("--web-processes must be at least 1")
+        listener = None
+        if web_processes == 1:
+            children.append(
+                Supervised("daphne", [*daphne, "-b", str(opts["host"]), "-p", str(opts["port"]), "arena.asgi:application"], env)
             )
-        )
+        else:
+            # One listening socket, opened here and inherited by every Daphne: the kernel hands each
+            # new connection to one of them, with no proxy in between. A restarted Daphne adopts the
+            # same socket, and the others keep accepting meanwhile.
+            listener = listening_socket(str(opts["host"]), int(opts["port"]))  # type: ignore[call-overload]
+            for number in range(1, web_processes + 1):
+                children.append(
+                    Supervised(
+                        f"daphne {number}",
+                        [sys.executable, "-c", ADOPT_AND_RUN_DAPHNE, str(listener.fileno()), *daphne[3:], "arena.asgi:application"],
+                        env,
+                        pass_fds=(listener.fileno(),),
+                    )
+                )
         stop = False
 
         def _stop(signum: int, frame: object) -> None:
@@ -89,7 +116,43 @@ class Command(BaseCommand):
         finally:
             for child in children:
                 child.stop()
+            if listener is not None:
+                listener.close()
             stop_process(redis_proc)
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket listening on ``host:port`` that child processes can inherit and adopt."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
+    except OSError as exc:
+        sock.close()
+        raise CommandError(f"cannot listen on {host}:{port}: {exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+# Runs Daphne on the listening socket inherited at descriptor argv[1]. Twisted has no "fd:" endpoint
+# any more (Daphne's own --fd builds one), so the socket is handed over as systemd does
+# (sd_listen_fds: descriptor 3, LISTEN_FDS, LISTEN_FDNAMES, LISTEN_PID of this very process) and
+# adopted with the "systemd:" endpoint. Nothing is imported before the descriptor is in place.
+ADOPT_AND_RUN_DAPHNE = """
+import os, socket, sys
+fd = int(sys.argv[1])
+if fd != 3:
+    os.dup2(fd, 3)
+    os.close(fd)
+probe = socket.socket(fileno=os.dup(3))
+domain = "INET6" if probe.family == socket.AF_INET6 else "INET"
+probe.close()
+os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES="web", LISTEN_PID=str(os.getpid()))
+from daphne.cli import CommandLineInterface
+CommandLineInterface().run(["-e", "systemd:domain=" + domain + ":index=0", *sys.argv[2:]])
+"""
 
 
 class Supervised:
@@ -103,10 +166,12 @@ class Supervised:
     BACKOFF_MAX_S = 30.0
     STABLE_S = 60.0
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], nice: int = 0, pass_fds: tuple[int, ...] = ()) -> None:
         self.name = name
         self.argv = argv
         self.env = env
+        self.nice = nice
+        self.pass_fds = pass_fds
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
         self.backoff_s = self.BACKOFF_MIN_S
@@ -114,7 +179,10 @@ class Supervised:
         self.restarts = 0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv, env=self.env)
+        # The niceness is set in the child before it execs, so every thread it starts has it (serve
+        # itself runs no threads, so preexec_fn is safe here).
+        nice = functools.partial(os.nice, self.nice) if self.nice else None
+        self.proc = subprocess.Popen(self.argv, env=self.env, preexec_fn=nice, pass_fds=self.pass_fds)  # noqa: PLW1509
         self.started_at = time.monotonic()
         self.restart_at = None
 
