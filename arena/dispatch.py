@@ -17,8 +17,9 @@ from arena.celery import app
 def enqueue(task_name: str, *args: object, countdown: float | None = None) -> None:
     """Send one message for ``task_name(*args)`` to the default queue (as ``task.delay`` would).
 
-    At the default priority, explicitly: ``send_task`` does not apply ``task_default_priority``,
-    and the Redis transport puts a message without one in its first list, the one for work taken
-    back from a dead worker (arena/tasks.py), which would then wait behind every new debate.
+    At the default priority, explicitly: a message sent by name here went out without one (seen
+    in Redis), and the Redis transport puts such a message in its first list, the one for work
+    taken back from a dead worker (arena/tasks.py), which then waited behind every new debate
+    (tests/arena/test_dispatch.py).
     """
     app.send_task(task_name, args=args, countdown=countdown, priority=settings.CELERY_TASK_DEFAULT_PRIORITY)

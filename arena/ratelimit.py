@@ -293,7 +293,7 @@ class SessionSockets:
             return None
         state = self._state()
         state.open.setdefault(slot.key, set()).add(slot.member)
-        if state.task is None:
+        if state.task is None or state.task.done():
             state.task = asyncio.get_running_loop().create_task(self._refresh(state))
         return slot
 

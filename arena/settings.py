@@ -170,11 +170,11 @@ if ARENA_WS_FANOUT not in ("broadcast", "per-socket"):
 # The broadcaster's least interval between two passes over its sockets, in milliseconds: 0 writes
 # as soon as the last pass is done (batches form only when a pass falls behind).
 ARENA_WS_TICK_MS = envint("ARENA_WS_TICK_MS", "0")
-# The niceness `serve` gives its Celery worker (0-19; 0: the web's). On one machine the model's
-# compute then yields to the web process, which writes every socket when a delta comes.
 # Daphne processes `serve` runs on its one address (they share the listening socket): fan-out to a
 # crowd is CPU work, and each process writes only its own sockets (docs/streaming.md).
 ARENA_WEB_PROCESSES = envint("ARENA_WEB_PROCESSES", "1")
+# The niceness `serve` gives its Celery worker (0-19; 0: the web's). On one machine the model's
+# compute then yields to the web process, which writes every socket when a delta comes.
 ARENA_WORKER_NICE = envint("ARENA_WORKER_NICE", "10")
 if not 0 <= ARENA_WORKER_NICE <= 19:
     from django.core.exceptions import ImproperlyConfigured

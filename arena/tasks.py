@@ -131,10 +131,12 @@ def _warm_in_background() -> None:
 
 
 @celeryd_init.connect
-def _warm_before_consuming(**_: object) -> None:
+def _warm_before_consuming(conf: object = None, options: dict[str, object] | None = None, **_: object) -> None:
     """Start loading models as the worker starts, while Celery sets up, connects and sweeps (a
-    thread: it must not delay them)."""
-    if settings.ARENA_WORKER_WARM:
+    thread: it must not delay them). Only for pools that run tasks in this process (threads, solo):
+    a prefork pool's parent would load torch before forking children that load it again."""
+    pool = str((options or {}).get("pool_cls") or getattr(conf, "worker_pool", "") or "prefork").lower()
+    if settings.ARENA_WORKER_WARM and ("thread" in pool or "solo" in pool):
         threading.Thread(target=_warm_in_background, name="arena-warm-models", daemon=True).start()
 
 

@@ -18,6 +18,7 @@ import logging
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
 from arena import tournaments, worker_loop
 from arena.sweep import lease_owner
@@ -58,7 +59,11 @@ def queue_chunks(tournament: Tournament, debate_ids: list[int], priority: int | 
     size = int((tournament.config or {}).get("chunk_size", tournaments.DEFAULT_CHUNK))
     parts = tournaments.chunks(debate_ids, size)
     for ids in parts:
-        run_tournament_chunk_task.apply_async((tournament.pk, ids), priority=priority)
+        # Never priority=None: Celery would send it as is and the Redis transport would put the
+        # chunk in its first list, with the work taken back from dead workers (arena/dispatch.py).
+        run_tournament_chunk_task.apply_async(
+            (tournament.pk, ids), priority=settings.CELERY_TASK_DEFAULT_PRIORITY if priority is None else priority
+        )
     return len(parts)
 
 

@@ -155,11 +155,24 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
     def daphnes() -> list[int]:
         return sorted(pid for pid, cmd in _children(serve.pid).items() if "daphne" in cmd)
 
-    try:
+    def wait_listening(count: int) -> None:
+        """Until Daphne has said "Listening" ``count`` times in all (each start says it once)."""
         deadline = time.monotonic() + 90
-        while not (answers() and len(daphnes()) == 2):
+        while (tmp_path / "serve.log").read_text().count("Listening on") < count:
             assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
             time.sleep(0.5)
+
+    def answers_soon() -> bool:
+        deadline = time.monotonic() + 30
+        while not answers():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    try:
+        wait_listening(2)
+        assert answers_soon() and len(daphnes()) == 2
         first, second = daphnes()
         # Both hold the listening socket serve opened (the same socket, not two bound ports).
         shared = _socket_inodes(first) & _socket_inodes(second) & _socket_inodes(serve.pid)
@@ -167,7 +180,7 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
 
         os.kill(first, signal.SIGKILL)
         for _ in range(10):  # the other process answers on the same address meanwhile
-            assert answers()
+            assert answers_soon()
         deadline = time.monotonic() + 60
         while not (len(daphnes()) == 2 and first not in daphnes()):
             assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
@@ -178,8 +191,9 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
         while not _socket_inodes(restarted) & shared:
             assert time.monotonic() < deadline, "the restarted Daphne adopts the same socket"
             time.sleep(0.5)
+        wait_listening(3)
         os.kill(second, signal.SIGKILL)  # now only the restarted one is left to answer
-        assert answers()
+        assert answers_soon()
 
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0

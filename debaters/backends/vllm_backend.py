@@ -501,6 +501,7 @@ class _Engine:
         self._options = options
         self._cond = threading.Condition()
         self._inbox: collections.deque[_Job | _Stop] = collections.deque()
+        self._closed = False  # set, under _cond, when the thread takes its last jobs
         self._ready = threading.Event()
         self.load_error: BackendError | None = None
         # Why the engine died (EngineDeadError), once it did: the thread then ends after its batch.
@@ -517,10 +518,19 @@ class _Engine:
     def is_alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, jobs: Sequence[_Job]) -> None:
+    @property
+    def closed(self) -> bool:
+        """The thread has taken its last jobs (it is ending): nothing submitted now would run."""
+        return self._closed
+
+    def submit(self, jobs: Sequence[_Job]) -> bool:
+        """Hand jobs to the thread; False when it is ending (the caller starts a new engine)."""
         with self._cond:
+            if self._closed:
+                return False
             self._inbox.extend(jobs)
             self._cond.notify()
+            return True
 
     def stop(self) -> None:
         with self._cond:
@@ -602,7 +612,9 @@ class _Engine:
         return [i for i in items if isinstance(i, _Job)], any(isinstance(i, _Stop) for i in items), waited
 
     def _drain(self) -> list[_Job]:
+        """The last jobs (the thread is ending): later submissions are refused, never lost."""
         with self._cond:
+            self._closed = True
             items = list(self._inbox)
             self._inbox.clear()
         return [i for i in items if isinstance(i, _Job)]
@@ -692,11 +704,18 @@ class VLLMBackend(ModelAPI):
             old = self._engine
             # ``dead`` is set before the failed batch's requests hear of it, while the thread is still
             # finishing: a request sent right after must not join the engine on its way out.
-            if old is None or not old.is_alive or old.dead is not None:
+            if old is None or not old.is_alive or old.dead is not None or old.closed:
                 if old is not None:
                     old.join(timeout=5)  # let it drop its LLM (GPU memory) before the next one loads
                 self._engine = _Engine(self.spec.model, self.options)
             return self._engine
+
+    def _submit(self, jobs: Sequence[_Job]) -> None:
+        """To the running engine; to a new one when it turned out to be ending (a race with its death)."""
+        for _ in range(3):
+            if self._running().submit(jobs):
+                return
+        raise BackendError("vLLM's engine kept stopping while requests were sent to it")
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[StreamItem]:
         """A batch of one (joined with whatever else is waiting): the whole text as one delta, then the final."""
@@ -718,7 +737,7 @@ class VLLMBackend(ModelAPI):
             return []
         loop = asyncio.get_running_loop()
         jobs = [_Job(loop, conversation(r.messages), vllm_sampling_kwargs(r.params)) for r in requests]
-        self._running().submit(jobs)
+        self._submit(jobs)
         try:
             results = [await job.future for job in jobs]
         finally:
@@ -745,7 +764,7 @@ class VLLMBackend(ModelAPI):
             choice_sampling_kwargs(self.options.max_logprobs),
             labels=tuple(labels),
         )
-        self._running().submit([job])
+        self._submit([job])
         try:
             result = await job.future
         finally:

@@ -22,6 +22,7 @@ def test_new_work_waits_behind_work_taken_back_from_a_dead_worker(settings) -> N
     took back (arena/tasks.py, priority 0) come out taken-back first, however they were queued."""
     from arena.dispatch import enqueue
     from arena.tasks import RESUMED_PRIORITY, run_debate_task
+    from arena.tournament_tasks import queue_chunks
 
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     with app.connection_for_write() as conn:
@@ -32,9 +33,11 @@ def test_new_work_waits_behind_work_taken_back_from_a_dead_worker(settings) -> N
             enqueue(services.RUN_DEBATE_TASK, 1)  # a new debate, queued first
             run_debate_task.apply_async((2,), priority=RESUMED_PRIORITY)  # then one taken back
             enqueue(services.RUN_DEBATE_TASK, 3)
+            chunk = type("T", (), {"pk": 7, "config": {"chunk_size": 10}})()
+            queue_chunks(chunk, [4, 5])  # a new tournament's chunk: behind the taken-back debate too
             order = []
             while (message := channel.basic_get(queue, no_ack=True)) is not None:
                 order.append(message.headers["argsrepr"])
         finally:
             channel.queue_purge(queue)
-    assert order == ["(2,)", "(1,)", "(3,)"]
+    assert order == ["(2,)", "(1,)", "(3,)", "(7, [4, 5])"]

@@ -256,13 +256,13 @@ async def test_the_cap_holds_across_web_processes(session_keys, other_client) ->
 
 @pytest.mark.asyncio
 async def test_the_places_of_a_process_that_died_expire_after_the_ttl(session_keys, settings) -> None:  # type: ignore[no-untyped-def]
-    settings.ARENA_WS_SOCKET_TTL_S = 1
+    settings.ARENA_WS_SOCKET_TTL_S = 3
     session = session_keys()
     sockets = ratelimit.SessionSockets()
 
     assert await asyncio.to_thread(sockets_of_a_dead_process, session, 2, 2) == 2
     assert await sockets.acquire(session, 2) is None  # its places still count...
-    await asyncio.sleep(1.3)
+    await asyncio.sleep(3.3)
     slot = await sockets.acquire(session, 2)  # ...until they expire, unrefreshed
     assert slot is not None
     await sockets.release(slot)
@@ -272,14 +272,16 @@ async def test_the_places_of_a_process_that_died_expire_after_the_ttl(session_ke
 async def test_a_live_process_keeps_its_places_past_the_ttl_and_stops_refreshing_when_empty(  # type: ignore[no-untyped-def]
     session_keys, other_client, settings
 ) -> None:
-    settings.ARENA_WS_SOCKET_TTL_S = 1
+    # The least TTL the settings allow: refreshes every second, so a loop stalled for up to about
+    # two seconds on a loaded machine still keeps its places.
+    settings.ARENA_WS_SOCKET_TTL_S = 3
     here = ratelimit.SessionSockets()
     there = ratelimit.SessionSockets(client=lambda: other_client)
     session = session_keys()
     slots = [await here.acquire(session, 2) for _ in range(2)]
     assert None not in slots
 
-    await asyncio.sleep(2.2)  # past twice the TTL: only the refreshes keep the places
+    await asyncio.sleep(6.5)  # past twice the TTL: only the refreshes keep the places
     assert await there.acquire(session, 2) is None
     key = ratelimit.SessionSockets.key(session)
     assert await other_client.ttl(key) > 0  # the set expires by itself once nobody refreshes it

@@ -45,3 +45,20 @@ def test_it_leaves_models_served_elsewhere_and_finished_debates_alone(make_debat
     done = make_debate()
     Debate.objects.filter(pk=done.pk).update(status=Debate.Status.FINISHED)
     assert tasks.warm_models() == []
+
+
+def test_it_warms_only_in_pools_that_run_tasks_in_the_worker_process(monkeypatch, settings) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from celery.concurrency import get_implementation
+
+    called = threading.Event()
+    monkeypatch.setattr(tasks, "warm_models", lambda: called.set() or [])
+    for pool, warms in (("threads", True), ("solo", True), ("prefork", False)):
+        called.clear()
+        tasks._warm_before_consuming(options={"pool_cls": get_implementation(pool)})  # as the CLI passes it
+        assert called.wait(5 if warms else 0.5) is warms, pool
+    settings.ARENA_WORKER_WARM = False
+    called.clear()
+    tasks._warm_before_consuming(options={"pool_cls": get_implementation("threads")})
+    assert not called.wait(0.5)

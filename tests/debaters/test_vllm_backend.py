@@ -359,6 +359,23 @@ async def test_it_starts_a_new_engine_after_the_engine_died(standin: StandIn) ->
 
 
 @pytest.mark.asyncio
+async def test_an_ending_engine_refuses_jobs_instead_of_losing_them(standin: StandIn) -> None:
+    # Jobs handed to an engine after its thread took its last ones would never be answered: the
+    # engine refuses them and the backend sends them to a new engine.
+    backend = VLLMBackend(_spec())
+    await backend.wait_ready()
+    old = backend._engine
+    assert old is not None
+    old.stop()
+    old.join(5)
+    assert old.closed and old.submit([]) is False
+    backend._engine = old  # as a caller that fetched it just before it ended would still hold it
+    assert _texts(await backend.generate_batch([_request("ab")])) == ["ba"]
+    assert backend._engine is not old and len(standin.engines) == 2
+    await backend.aclose()
+
+
+@pytest.mark.asyncio
 async def test_a_request_right_after_the_engine_died_goes_to_a_new_engine(standin: StandIn, monkeypatch: pytest.MonkeyPatch) -> None:
     # The dying engine's thread is still finishing when its requests hear of the death (held here
     # in _drain): the next request must start a new engine, not join the old one's last drain.

@@ -41,6 +41,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **opts: object) -> None:
         env = dict(os.environ)
+        web_processes = int(opts["web_processes"])  # type: ignore[call-overload]
+        if web_processes < 1:
+            raise CommandError("--web-processes must be at least 1")
+        # Before anything is started, so that a refusal leaves nothing running.
+        listener = listening_socket(str(opts["host"]), int(opts["port"])) if web_processes > 1 else None  # type: ignore[call-overload]
         redis_proc = None
         if settings.EMBEDDED_REDIS:
             try:
@@ -68,10 +73,6 @@ class Command(BaseCommand):
                 )
             )
         daphne = [sys.executable, "-m", "daphne", "--websocket_connect_timeout", str(settings.ARENA_WS_CONNECT_TIMEOUT_S)]
-        web_processes = int(opts["web_processes"])  # type: ignore[call-overload]
-        if web_processes < 1:
-            raise CommandError("--web-processes must be at least 1")
-        listener = None
         if web_processes == 1:
             children.append(
                 Supervised("daphne", [*daphne, "-b", str(opts["host"]), "-p", str(opts["port"]), "arena.asgi:application"], env)
@@ -80,7 +81,7 @@ class Command(BaseCommand):
             # One listening socket, opened here and inherited by every Daphne: the kernel hands each
             # new connection to one of them, with no proxy in between. A restarted Daphne adopts the
             # same socket, and the others keep accepting meanwhile.
-            listener = listening_socket(str(opts["host"]), int(opts["port"]))  # type: ignore[call-overload]
+            assert listener is not None
             for number in range(1, web_processes + 1):
                 children.append(
                     Supervised(
