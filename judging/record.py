@@ -9,7 +9,8 @@ test suite runs it after its end-to-end, tournament and import tests):
 * **what debates saw**: each debate's ``question_hash`` equals its question's content hash now, so
   the question's answers (in their order), gold, and text are the ones the turns and verdicts
   refer to;
-* **turns**: indices 0…n−1 without a gap; each turn's round and side are the protocol's slot at
+* **turns**: indices 0…n−1 without a gap (a debate cancelled or failed inside a round may lack
+  speeches of that round only: a simultaneous round's speeches are committed as each ends); each turn's round and side are the protocol's slot at
   that index, scheduled with the debate's ``first_side`` (0 or 1: the answer whose debater speaks
   first in every round), so a speech out of the drawn speaking order is a violation (imported NYU
   rooms excepted, whose schedule is the room's own: sides 0/1, and a consultancy's only speaker on
@@ -97,7 +98,11 @@ def _quote_problems(turn: Turn, index: SourceIndex) -> list[str]:
 def _turn_problems(debate: Debate, turns: list[Turn]) -> list[str]:
     problems: list[str] = []
     indices = [t.index for t in turns]
-    if indices != list(range(len(turns))):
+    # A debate stopped mid-way (cancelled, failed) may hold part of a step whose speeches are
+    # written at once (a simultaneous round): checked against the protocol's rounds below.
+    stopped = debate.status in (Debate.Status.CANCELLED, Debate.Status.FAILED)
+    gapped = indices != list(range(len(turns)))
+    if gapped and not stopped:
         problems.append(f"turn indices {indices[:12]} are not 0…{len(turns) - 1} without a gap")
     for t in turns:
         if t.side not in (0, 1):
@@ -121,7 +126,15 @@ def _turn_problems(debate: Debate, turns: list[Turn]) -> list[str]:
         return problems
     if len(turns) > len(slots):
         problems.append(f"has {len(turns)} turns, its protocol {len(slots)}")
-    for t, slot in zip(turns, slots, strict=False):
+    if gapped and stopped:
+        missing = sorted(set(range(max(indices) + 1)) - set(indices)) if indices else []
+        last_round = slots[max(indices)].round if indices and max(indices) < len(slots) else None
+        if len(set(indices)) != len(indices) or last_round is None or any(slots[i].round != last_round for i in missing):
+            problems.append(f"turn indices {indices[:12]} have a gap outside the round it stopped in")
+    for t in turns:
+        if not 0 <= t.index < len(slots):
+            continue
+        slot = slots[t.index]
         if (t.round, t.side) != (slot.round, slot.side):
             problems.append(
                 f"turn {t.index} is round {t.round} side {t.side}, its protocol's slot is "

@@ -178,3 +178,27 @@ def test_the_admin_freezes_a_question_that_debates_use(alice, bob, question, pro
     _debate(question, profile, [bob])
     page = client.get(f"/admin/arena/question/{question.pk}/change/").content.decode()
     assert 'name="correct_index"' not in page and 'name="answers"' not in page and 'name="source_text"' not in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("status", "kept", "sound"),
+    [
+        ("cancelled", [1], True),  # stopped inside its simultaneous opening: one of its two speeches
+        ("running", [1], False),  # a live debate never skips a speech
+        ("cancelled", [1, 2], False),  # a speech of a round it had finished is missing
+    ],
+)
+def test_a_debate_stopped_inside_a_simultaneous_round_may_hold_part_of_it(make_debate, status, kept, sound) -> None:  # type: ignore[no-untyped-def]
+    debate = make_debate(rounds=2)  # round 1's openings are written at once
+    slots = make_protocol(debate.protocol, debate.settings, seed=debate.seed, first_side=debate.first_side).slots()
+    assert [s.round for s in slots] == [1, 1, 2, 2]
+    for index in kept:
+        now = timezone.now()
+        Turn.objects.create(
+            debate=debate, index=index, round=slots[index].round, side=slots[index].side, text=f"speech {index}",
+            started_at=now, finished_at=now,
+        )  # fmt: skip
+    Debate.objects.filter(pk=debate.pk).update(status=status)
+    problems = [str(v) for v in check_record([debate.pk]) if "turn" in str(v)]
+    assert (problems == []) is sound, problems
