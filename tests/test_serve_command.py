@@ -41,6 +41,24 @@ def _children(pid: int) -> dict[int, str]:
     return found
 
 
+def _stop_everything(serve: subprocess.Popen[bytes]) -> None:
+    """After a failure: SIGTERM first, so that serve stops its children (a SIGKILL would orphan the
+    worker and Daphne), then make sure of everything it started."""
+    started = _children(serve.pid) if serve.poll() is None else {}
+    if serve.poll() is None:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(30)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+            serve.wait(10)
+    for pid in started:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def _environ(pid: int) -> dict[str, str]:
     pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
@@ -102,21 +120,7 @@ def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_s
         assert serve.wait(60) == 0
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # every child stopped and reaped
     finally:
-        # On a failure above: SIGTERM first, so that serve stops its children (a SIGKILL would orphan
-        # the worker and Daphne), then make sure of everything it started.
-        started = _children(serve.pid) if serve.poll() is None else {}
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(30)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait(10)
-        for pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _stop_everything(serve)
         log.close()
 
 
@@ -198,17 +202,5 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
         serve.send_signal(signal.SIGTERM)
         assert serve.wait(60) == 0
     finally:
-        started = _children(serve.pid) if serve.poll() is None else {}
-        if serve.poll() is None:
-            serve.send_signal(signal.SIGTERM)
-            try:
-                serve.wait(30)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-                serve.wait(10)
-        for pid in started:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        _stop_everything(serve)
         log.close()
