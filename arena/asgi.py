@@ -18,6 +18,12 @@ if settings.ARENA_SERVE_STATIC:
 
     django_asgi_app = ASGIStaticFilesHandler(django_asgi_app)
 
+from arena.web_threads import BoundedSyncThreads  # noqa: E402
+
+# Each HTTP request's synchronous code on one of a few long-lived threads that keep their database
+# connections, not on a new thread (and connection) per request (arena/web_threads.py).
+django_asgi_app = BoundedSyncThreads(django_asgi_app, settings.ARENA_WEB_THREADS)
+
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402

@@ -30,6 +30,7 @@ import functools
 import hashlib
 import logging
 import math
+import threading
 import time
 import uuid
 import weakref
@@ -41,6 +42,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.signals import user_logged_in, user_login_failed
 from django.core.cache import caches
 from django.core.cache.backends.base import BaseCache
+from django.core.cache.backends.redis import RedisCache
+from django.core.signals import setting_changed
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -63,8 +66,33 @@ class Refusal:
     retry_after_s: int
 
 
+_limits: BaseCache | None = None
+_limits_lock = threading.Lock()
+
+
 def _cache() -> BaseCache:
-    return caches["limits"]
+    """The ``limits`` cache, one instance (and one Redis connection pool) per process.
+
+    ``caches["limits"]`` is local to the asyncio context, and under ASGI every request runs in a new
+    one: each POST built a new client with its own pool, so it opened a new TCP connection to Redis
+    (and looked up redis-py's version on disk) to count one hit, leaving the socket to the garbage
+    collector. The client's pool is thread-safe, so the whole process shares one.
+    """
+    global _limits
+    cache = _limits
+    if cache is None:
+        with _limits_lock:
+            if _limits is None:
+                _limits = caches.create_connection("limits")
+            cache = _limits
+    return cache
+
+
+@receiver(setting_changed)
+def _forget_limits_cache(setting: str, **_: object) -> None:
+    global _limits
+    if setting == "CACHES":
+        _limits = None
 
 
 def _window(window_s: int, now: float) -> int:
@@ -72,9 +100,20 @@ def _window(window_s: int, now: float) -> int:
 
 
 def _count(key: str, window_s: int, now: float) -> int:
-    """Count one event in the current fixed window of ``key``; the window's count so far."""
+    """Count one event in the current fixed window of ``key``; the window's count so far.
+
+    On Redis one atomic round trip (``SET NX EX`` then ``INCR`` in a ``MULTI``) instead of the cache
+    API's three (``add``; ``incr`` is ``EXISTS`` then ``INCR``), which also failed if the key
+    expired between them. The stored value stays what the cache API reads: a plain integer.
+    """
     full = f"{key}:{_window(window_s, now)}"
     cache = _cache()
+    if isinstance(cache, RedisCache):
+        redis_key = cache.make_and_validate_key(full)
+        pipe = cache._cache.get_client(redis_key, write=True).pipeline(transaction=True)
+        pipe.set(redis_key, 0, nx=True, ex=window_s + 5)
+        pipe.incr(redis_key)
+        return int(pipe.execute()[1])
     cache.add(full, 0, window_s + 5)
     return cache.incr(full)
 

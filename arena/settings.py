@@ -47,9 +47,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "arena.ratelimit.LoginThrottleMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: it is synchronous only, so under ASGI every middleware above it runs synchronously too,
+    # in one go on the request's thread. In the middle it split the chain: the ones below it ran
+    # asynchronously, each of their steps a round trip between the event loop and that thread.
+    "arena.ratelimit.LoginThrottleMiddleware",
 ]
 
 ROOT_URLCONF = "arena.urls"
@@ -86,6 +89,9 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "timeout": 30,
             },
+            # Kept open between requests by the web process's few long-lived threads
+            # (ARENA_WEB_THREADS) instead of opened, set up and closed for each one.
+            "CONN_MAX_AGE": envint("DB_CONN_MAX_AGE", "600"),
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -173,6 +179,14 @@ ARENA_WS_TICK_MS = envint("ARENA_WS_TICK_MS", "0")
 # Daphne processes `serve` runs on its one address (they share the listening socket): fan-out to a
 # crowd is CPU work, and each process writes only its own sockets (docs/streaming.md).
 ARENA_WEB_PROCESSES = envint("ARENA_WEB_PROCESSES", "1")
+# Long-lived threads a web process runs Django's synchronous code on (views, middleware, the ORM),
+# each request on the least busy one; each thread keeps its database connection (CONN_MAX_AGE).
+# 0: Django's default under ASGI, a new thread (so a new connection) per request (arena/web_threads.py).
+ARENA_WEB_THREADS = envint("ARENA_WEB_THREADS", "4")
+if ARENA_WEB_THREADS < 0:
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(f"ARENA_WEB_THREADS must be 0 or more, not {ARENA_WEB_THREADS}")
 # The niceness `serve` gives its Celery worker (0-19; 0: the web's). On one machine the model's
 # compute then yields to the web process, which writes every socket when a delta comes.
 ARENA_WORKER_NICE = envint("ARENA_WORKER_NICE", "10")

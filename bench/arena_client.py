@@ -3,9 +3,10 @@ management commands), signing in over HTTP, and a small asyncio WebSocket client
 debate exactly as the page does (docs/streaming.md): snapshot first, then deltas applied only when
 their ``seq`` is the next one, a fresh snapshot after a gap.
 
-The client is written on an asyncio protocol (RFC 6455, text frames only) so that a thousand of
-them fit in one process with nothing to install; it stamps each message when its bytes arrive,
-before parsing it. Everything stays on 127.0.0.1.
+The client is a few lines of RFC 6455 (text frames only) on non-blocking sockets, so that a
+thousand of them fit in one process with nothing to install; it stamps each message when this
+process reads its bytes, before parsing it, and keeps the kernel's receive stamp of those bytes
+(Linux ``SO_TIMESTAMPNS``) beside it. Everything stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import struct
 import subprocess
 import sys
@@ -126,30 +128,69 @@ class Closed(Exception):
         self.code = code
 
 
-class _Frames(asyncio.Protocol):
-    """The client side of one connection: the handshake's answer, then whole text messages, each
-    stamped with the time its last bytes reached this process, before anything is parsed.
+# Linux's SO_TIMESTAMPNS (and SCM_TIMESTAMPNS): the kernel stamps each received packet (CLOCK_REALTIME)
+# and hands the stamp to ``recvmsg`` as ancillary data. Python's socket module does not name it.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("qq")
 
-    Why a protocol and not streams: the spread of a delta over a thousand clients is measured in
-    this one process. With streams, each frame's arrival was timed after several task wake-ups and
-    its JSON parse, so the benchmark's own work on the other 999 frames was counted as server
-    spread. ``data_received`` only splits frames and stamps them; parsing waits for ``receive``.
+
+class _Frames:
+    """The client side of one connection: the handshake's answer, then whole text messages, each
+    stamped twice: ``time.monotonic()`` when this process read its bytes, and the kernel's receive
+    time of those bytes (``SO_TIMESTAMPNS``, wall clock) where the platform gives it.
+
+    Why the kernel's stamp: the spread of a delta over a thousand clients is measured in this one
+    process, which reads the thousand sockets one after the other and parses what it read between
+    two polls. A socket that became readable while the benchmark was busy with the other 999 is
+    stamped late by this process, and that lateness is the benchmark's, not the server's. The
+    kernel stamps the bytes as the server's ``send`` puts them in this socket's queue (on loopback
+    that is the server's write itself), so the spread of the kernel stamps is the server's fan-out.
+    One caveat, which can only make a stamp later, never earlier: two frames that wait unread in
+    the queue together are merged by the kernel and both carry the later one's stamp.
     """
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.loop = asyncio.get_running_loop()
         self.buffer = bytearray()
-        self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
-        self.messages: collections.deque[tuple[float, bytes | Closed]] = collections.deque()
+        self.head: asyncio.Future[bytes] = self.loop.create_future()
+        self.messages: collections.deque[tuple[float, float | None, bytes | Closed]] = collections.deque()
         self.partial = bytearray()
         self.waiter: asyncio.Future[None] | None = None
         self.lost = False
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+            self.kernel_stamps = True
+        except OSError:
+            self.kernel_stamps = False
+        self.loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    def _readable(self) -> None:
+        while not self.lost:
+            try:
+                data, ancillary, _, _ = self.sock.recvmsg(1 << 18, socket.CMSG_SPACE(_TIMESPEC.size))
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data, ancillary = b"", []
+            if not data:
+                self.connection_lost()
+                return
+            kernel = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(payload) >= _TIMESPEC.size:
+                    seconds, nanoseconds = _TIMESPEC.unpack_from(payload)
+                    kernel = seconds + nanoseconds / 1e9
+            self.data_received(data, time.monotonic(), kernel)
 
-    def data_received(self, data: bytes) -> None:
-        now = time.monotonic()
+    def write(self, data: bytes) -> None:
+        """Small frames only (the handshake, a snapshot request, a pong): the socket's buffer takes them whole."""
+        try:
+            self.sock.sendall(data)
+        except OSError:
+            self.connection_lost()
+
+    def data_received(self, data: bytes, now: float, kernel: float | None) -> None:
         self.buffer += data
         if not self.head.done():
             end = self.buffer.find(b"\r\n\r\n")
@@ -175,24 +216,32 @@ class _Frames(asyncio.Protocol):
             del self.buffer[: start + length]
             opcode = first & 0x0F
             if opcode == 0x8:
-                self.messages.append((now, Closed(struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None)))
+                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
+                self.messages.append((now, kernel, Closed(code)))
                 added = True
-            elif opcode == 0x9 and self.transport is not None:
-                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
+            elif opcode == 0x9:
+                self.write(bytes([0x8A, 0x80 | len(payload)]) + b"\0\0\0\0" + payload)
             elif opcode in (0x1, 0x0):
                 self.partial += payload
                 if first & 0x80:
-                    self.messages.append((now, bytes(self.partial)))
+                    self.messages.append((now, kernel, bytes(self.partial)))
                     self.partial.clear()
                     added = True
         if added:
             self._wake()
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def connection_lost(self) -> None:
+        if self.lost:
+            return
         self.lost = True
+        self.loop.remove_reader(self.sock.fileno())
         if not self.head.done():
             self.head.set_exception(ConnectionResetError("closed during the handshake"))
         self._wake()
+
+    def close(self) -> None:
+        self.connection_lost()
+        self.sock.close()
 
     def _wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -202,28 +251,39 @@ class _Frames(asyncio.Protocol):
 class WebSocket:
     """One client connection: text frames out (masked), text frames in (stamped on arrival), pings answered."""
 
-    def __init__(self, transport: asyncio.Transport, frames: _Frames) -> None:
-        self.transport = transport
+    def __init__(self, frames: _Frames) -> None:
         self.frames = frames
 
     @classmethod
     async def connect(cls, target: Target, path: str, session: str) -> WebSocket:
         host, port = target.host_port
-        transport, frames = await asyncio.get_running_loop().create_connection(_Frames, host, port)
+        loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            await loop.sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        frames = _Frames(sock)
         key = base64.b64encode(secrets.token_bytes(16)).decode()
-        transport.write(
+        frames.write(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nOrigin: http://{host}:{port}\r\n"
                 f"Cookie: sessionid={session}\r\n\r\n"
             ).encode()
         )
-        head = await frames.head
+        try:
+            head = await frames.head
+        except BaseException:
+            frames.close()
+            raise
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status + b" ":
-            transport.close()
+            frames.close()
             raise Closed(int(status.split()[1]) if len(status.split()) > 1 and status.split()[1].isdigit() else None)
-        return cls(transport, frames)
+        return cls(frames)
 
     async def send(self, payload: dict[str, object]) -> None:
         data = json.dumps(payload).encode()
@@ -235,26 +295,32 @@ class WebSocket:
             header += bytes([0x80 | 126]) + struct.pack("!H", len(data))
         else:
             header += bytes([0x80 | 127]) + struct.pack("!Q", len(data))
-        self.transport.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
+        self.frames.write(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data)))
 
-    async def receive_stamped(self) -> tuple[dict[str, object], float]:
-        """The next text message and the time (``time.monotonic``) its bytes arrived."""
+    async def receive_timed(self) -> tuple[dict[str, object], float, float | None]:
+        """The next text message, when this process read it (``time.monotonic``) and when the kernel
+        received it (wall clock; None where the platform gives no stamp)."""
         frames = self.frames
         while not frames.messages:
             if frames.lost:
                 raise asyncio.IncompleteReadError(b"", None)
-            frames.waiter = asyncio.get_running_loop().create_future()
+            frames.waiter = frames.loop.create_future()
             await frames.waiter
-        arrived, message = frames.messages.popleft()
+        arrived, kernel, message = frames.messages.popleft()
         if isinstance(message, Closed):
             raise message
-        return json.loads(message), arrived
+        return json.loads(message), arrived, kernel
+
+    async def receive_stamped(self) -> tuple[dict[str, object], float]:
+        """The next text message and the time (``time.monotonic``) this process read its bytes."""
+        msg, arrived, _ = await self.receive_timed()
+        return msg, arrived
 
     async def receive(self) -> dict[str, object]:
-        return (await self.receive_stamped())[0]
+        return (await self.receive_timed())[0]
 
     def close(self) -> None:
-        self.transport.close()
+        self.frames.close()
 
 
 @dataclass
@@ -269,6 +335,8 @@ class Follower:
     exact: int = 0
     wrong: int = 0
     arrivals: dict[tuple[int, int], float] = field(default_factory=dict)
+    # The same deltas stamped by the kernel as their bytes were received (wall clock), where it stamps.
+    kernel_arrivals: dict[tuple[int, int], float] = field(default_factory=dict)
     connected_at: float | None = None
     error: str = ""
     mismatch: str = ""
@@ -277,18 +345,18 @@ class Follower:
     events: int = 0
     snapshot_asked: bool = False
 
-    def on_message(self, msg: dict[str, object], now: float) -> dict[str, object] | None:
+    def on_message(self, msg: dict[str, object], now: float, kernel: float | None = None) -> dict[str, object] | None:
         """Apply one server frame; a message to send back (a snapshot request after a gap), if any.
         A ``batch``'s events are applied in order, each as if it had come alone, at the frame's time."""
         self.frames += 1
         if msg.get("type") != "batch":
-            return self._apply(msg, now)
+            return self._apply(msg, now, kernel)
         reply = None
         for event in msg["events"]:  # type: ignore[union-attr]
-            reply = self._apply(event, now) or reply
+            reply = self._apply(event, now, kernel) or reply
         return reply
 
-    def _apply(self, msg: dict[str, object], now: float) -> dict[str, object] | None:
+    def _apply(self, msg: dict[str, object], now: float, kernel: float | None = None) -> dict[str, object] | None:
         self.events += 1
         kind = msg.get("type")
         if kind == "snapshot":
@@ -325,6 +393,8 @@ class Follower:
                 return {"type": "snapshot"}
             entry["seq"], entry["text"] = seq, str(entry["text"]) + str(msg["text"])
             self.arrivals[(turn, seq)] = now
+            if kernel is not None:
+                self.kernel_arrivals[(turn, seq)] = kernel
         elif kind == "turn_reset":
             entry = self.turns.get(int(msg["turn"]))  # type: ignore[arg-type]
             if entry is not None and not entry["final"] and int(msg["seq"]) > int(entry["seq"]):  # type: ignore[arg-type]
@@ -366,8 +436,8 @@ async def follow(target: Target, debate_id: int, session: str, deadline: float) 
             if left <= 0:
                 state.error = "timed out"
                 break
-            msg, arrived = await asyncio.wait_for(ws.receive_stamped(), left)
-            reply = state.on_message(msg, arrived)
+            msg, arrived, kernel = await asyncio.wait_for(ws.receive_timed(), left)
+            reply = state.on_message(msg, arrived, kernel)
             if reply is not None:
                 await ws.send(reply)
     except Closed as exc:

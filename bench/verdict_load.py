@@ -54,6 +54,7 @@ class Result:
     spectators: int
     followed: int
     gaps: int
+    live_s: float
     load: str
 
 
@@ -104,7 +105,7 @@ async def run_target(target: Target, args: argparse.Namespace) -> Result:
         target.manage("create_judges", "--count", str(count), "--prefix", prefix, "--debate", str(judged), "--sessions-out", str(out))
         sessions = [line.split()[1] for line in out.read_text().splitlines() if line.strip()]
     watchers = await sessions_for(target, args.username, args.password, max(1, math.ceil(args.spectators / args.sockets_per_session)))
-    live = create_debate(target, args.question, 2, args.max_tokens)
+    live = create_debate(target, args.question, args.rounds, args.max_tokens)
     deadline = time.monotonic() + args.timeout
     spectators = [
         asyncio.ensure_future(follow(target, live, watchers[i // args.sockets_per_session], deadline)) for i in range(args.spectators)
@@ -115,6 +116,7 @@ async def run_target(target: Target, args: argparse.Namespace) -> Result:
     limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=args.connections)
     async with httpx.AsyncClient(base_url=target.url, timeout=60, limits=limits, follow_redirects=False) as client:
         started = time.monotonic()
+        window_from = time.time()
         posts = []
         for i, session in enumerate(sessions):
             delay = started + i / args.rate - time.monotonic()
@@ -123,15 +125,25 @@ async def run_target(target: Target, args: argparse.Namespace) -> Result:
             posts.append(asyncio.ensure_future(_post(client, judged, session, latencies, errors)))
         oks = await asyncio.gather(*posts)
         elapsed = time.monotonic() - started
+        window_to = time.time()
     followers = await asyncio.gather(*spectators)
     stored = int(_shell(target, f"from judging.models import Verdict; print(Verdict.objects.filter(debate_id={judged}, judge__username__startswith='{prefix}').count())"))
     distinct = int(_shell(target, f"from judging.models import Verdict; print(Verdict.objects.filter(debate_id={judged}, judge__username__startswith='{prefix}').values('judge').distinct().count())"))
+    # How long the watched debate was actually running while the verdicts came: its speeches end at
+    # the model's end of text, so a debate can finish before the POSTs (more --rounds then).
+    ran = _shell(
+        target,
+        f"from arena.models import Debate; d = Debate.objects.get(pk={live}); "
+        "print(d.started_at.timestamp() if d.started_at else 0, d.finished_at.timestamp() if d.finished_at else 0)",
+    ).split()
+    live_from, live_to = float(ran[0]) or window_to, float(ran[1]) or window_to
+    live_s = max(0.0, min(live_to, window_to) - max(live_from, window_from))
     return Result(
         target=target.name, sent=len(sessions), ok=sum(oks), errors=errors, stored=stored, distinct=distinct,
         p50_ms=1000 * percentile(latencies, 0.5), p95_ms=1000 * percentile(latencies, 0.95),
         max_ms=1000 * max(latencies, default=float("nan")), achieved_rate=len(sessions) / elapsed,
         spectators=len(followers), followed=sum(f.finished for f in followers), gaps=sum(f.gaps for f in followers),
-        load=load_note(),
+        live_s=live_s, load=load_note(),
     )
 
 
@@ -147,6 +159,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64, help="HTTP connections the judges share")
     parser.add_argument("--question", default="quality-51274-c4d274ec")
     parser.add_argument("--max-tokens", type=int, default=80, help="speech length of the watched debate")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the watched debate (its speeches end at the model's end of text)")
     parser.add_argument("--warmup", type=float, default=20, help="seconds between the spectators' start and the first POST")
     parser.add_argument("--timeout", type=float, default=900, help="seconds the spectators follow at most")
     args = parser.parse_args()
@@ -157,13 +170,13 @@ def main() -> None:
         rows.append(asyncio.run(run_target(target, args)))
         print(f"  {rows[-1]}", flush=True)
     print()
-    print("| target | verdicts sent (rate) | answered 302 | errors | stored / distinct | p50 / p95 / max | spectators followed | gaps | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| target | verdicts sent (rate) | answered 302 | errors | stored / distinct | p50 / p95 / max | spectators followed | gaps | debate live during POSTs | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.target} | {r.sent} ({r.achieved_rate:.1f}/s) | {r.ok} | {sum(r.errors.values())} {r.errors or ''} | "
             f"{r.stored} / {r.distinct} | {r.p50_ms:.0f} / {r.p95_ms:.0f} / {r.max_ms:.0f} ms | {r.followed}/{r.spectators} | "
-            f"{r.gaps} | {r.load} |"
+            f"{r.gaps} | {r.live_s:.0f} of {r.sent / r.achieved_rate:.0f} s | {r.load} |"
         )
 
 

@@ -40,8 +40,9 @@ def debate_protocol(debate: Debate) -> Protocol:
     return make_protocol(debate.protocol, debate.settings, seed=debate.seed, first_side=debate.first_side)
 
 
-def verdict_open(debate: Debate, protocol: Protocol | None = None) -> tuple[bool, str]:
-    """Whether a verdict may be given now, and if not, why (for the judge)."""
+def verdict_open(debate: Debate, protocol: Protocol | None = None, turns_done: int | None = None) -> tuple[bool, str]:
+    """Whether a verdict may be given now, and if not, why (for the judge). ``turns_done``: the
+    debate's committed speeches when the caller has just counted them (else counted here)."""
     protocol = protocol or debate_protocol(debate)
     if debate.status in (Debate.Status.FAILED, Debate.Status.CANCELLED):
         return False, f"the debate is not over yet: it {debate.status}"
@@ -50,7 +51,7 @@ def verdict_open(debate: Debate, protocol: Protocol | None = None) -> tuple[bool
         if debate.status != Debate.Status.FINISHED:
             return False, "the debate is not over yet"
         return True, ""
-    done = debate.turns.count()
+    done = debate.turns.count() if turns_done is None else turns_done
     if done < needed:
         return False, f"at least {needed} speeches must be given before a verdict ({done} so far)"
     return True, ""
@@ -58,17 +59,25 @@ def verdict_open(debate: Debate, protocol: Protocol | None = None) -> tuple[bool
 
 def rounds_seen(debate: Debate) -> int:
     """Rounds with at least one committed speech: what the judge waited for so far."""
-    return len(set(debate.turns.values_list("round", flat=True)))
+    return len(set(debate.turns.order_by().values_list("round", flat=True)))
 
 
-def submit_human_verdict(assignment: Assignment, p_first: float, p_second: float, reason: str) -> Verdict:
+def submit_human_verdict(
+    assignment: Assignment, p_first: float, p_second: float, reason: str, *, debate: Debate | None = None,
+) -> Verdict:
     """Record a judge's verdict. ``p_first`` is for the answer shown first to this judge.
 
     The protocol's judging rules apply: whether 50/50 is allowed, and how many speeches must have
     been given. The score under the protocol's scoring rule is stored in ``meta`` with the rounds
     the judge had seen.
+
+    ``debate``: the assignment's debate with its question, when the caller (the judge's page) has
+    just read it in this request; otherwise it is read here. Everything the checks need is read
+    before the transaction, which then holds the write lock (all of SQLite's, under the embedded
+    setup) only for the insert and the study link.
     """
-    debate = Debate.objects.select_related("question").get(pk=assignment.debate_id)
+    if debate is None or debate.pk != assignment.debate_id:
+        debate = Debate.objects.select_related("question").get(pk=assignment.debate_id)
     try:
         protocol = debate_protocol(debate)
     except ProtocolError as exc:
@@ -77,40 +86,43 @@ def submit_human_verdict(assignment: Assignment, p_first: float, p_second: float
     reason = reason.strip()
     if len(reason) < 10:
         raise VerdictError("give a reason of at least 10 characters")
-    allowed, why = verdict_open(debate, protocol)
+    # The committed speeches, once: how many (the protocol's minimum, the record) and in which rounds.
+    turn_rounds = list(debate.turns.order_by().values_list("round", flat=True))
+    allowed, why = verdict_open(debate, protocol, turns_done=len(turn_rounds))
     if not allowed:
         raise VerdictError(why)
     probs = [0.0, 0.0]
     probs[assignment.shown_first] = p_first
     probs[1 - assignment.shown_first] = p_second
     correct_index = debate.question.correct_index
-    seen = rounds_seen(debate)
+    seen = len(set(turn_rounds))
     rules = protocol.scoring_rules()
     time_spent = None
     if assignment.opened_at is not None:
         time_spent = (timezone.now() - assignment.opened_at).total_seconds()
+    verdict = Verdict(
+        debate=debate,
+        kind=Verdict.Kind.HUMAN,
+        judge_id=assignment.judge_id,
+        shown_first=assignment.shown_first,
+        p_a=probs[0],
+        p_b=probs[1],
+        reason=reason,
+        time_spent_s=time_spent,
+        correct=verdict_correct(probs, correct_index),
+        meta={
+            "scoring": rules.scoring,
+            "turn_penalty": rules.turn_penalty,
+            "rounds_seen": seen,
+            "turns_seen": len(turn_rounds),
+            "score": rules.score(probs[correct_index], probs[1 - correct_index], seen),
+        },
+    )
     try:
         with transaction.atomic():
-            verdict = Verdict.objects.create(
-                debate=debate,
-                kind=Verdict.Kind.HUMAN,
-                judge=assignment.judge,
-                shown_first=assignment.shown_first,
-                p_a=probs[0],
-                p_b=probs[1],
-                reason=reason,
-                time_spent_s=time_spent,
-                correct=verdict_correct(probs, correct_index),
-                meta={
-                    "scoring": rules.scoring,
-                    "turn_penalty": rules.turn_penalty,
-                    "rounds_seen": seen,
-                    "turns_seen": debate.turns.count(),
-                    "score": rules.score(probs[correct_index], probs[1 - correct_index], seen),
-                },
-            )
+            verdict.save(force_insert=True)
             # In the same transaction: a study's progress and its scheduler count the verdict at once.
-            link_verdict(verdict)
+            link_verdict(verdict, new=True)
             return verdict
     except IntegrityError:
         raise VerdictError("you have already judged this debate") from None

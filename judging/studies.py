@@ -372,7 +372,7 @@ def candidates(study: Study, now: datetime | None = None) -> list[Candidate]:
     ]
 
 
-def link_verdict(verdict: Verdict) -> StudySlot | None:
+def link_verdict(verdict: Verdict, *, new: bool = False) -> StudySlot | None:
     """Fill the study slot the verdict's judge holds on its debate with ``verdict``, at once.
 
     Called by ``judging.services.submit_human_verdict`` in the transaction that saves the verdict,
@@ -381,9 +381,12 @@ def link_verdict(verdict: Verdict) -> StudySlot | None:
     slot still counts. The conditional UPDATE (still this judge's, still empty) makes a claim
     racing for the expired slot either win before (nothing is linked: the slot is someone else's)
     or wait on the row lock and find it filled. A debate in several studies fills the slot of the
-    oldest study the judge holds one in (a verdict fills one slot).
+    oldest study the judge holds one in (a verdict fills one slot). ``new``: the verdict was saved
+    in this very transaction, so no slot can hold it yet (one query fewer).
     """
-    if verdict.judge_id is None or StudySlot.objects.filter(verdict=verdict).exists():
+    if verdict.judge_id is None:
+        return None
+    if not new and StudySlot.objects.filter(verdict=verdict).exists():
         return None
     held = (
         StudySlot.objects.filter(entry__debate_id=verdict.debate_id, judge_id=verdict.judge_id, verdict__isnull=True)

@@ -81,7 +81,8 @@ def judge_debate(request: HttpRequest, debate_id: int) -> HttpResponse:
         elif form.is_valid():
             try:
                 submit_human_verdict(
-                    assignment, form.cleaned_data["p_first"], form.cleaned_data["p_second"], form.cleaned_data["reason"]
+                    assignment, form.cleaned_data["p_first"], form.cleaned_data["p_second"], form.cleaned_data["reason"],
+                    debate=debate,  # read just above, with its question: the service need not read it again
                 )
             except VerdictError as exc:
                 error = str(exc)

@@ -204,3 +204,56 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
     finally:
         _stop_everything(serve)
         log.close()
+
+
+def test_serve_queues_a_burst_of_connections_while_its_one_web_process_is_busy(tmp_path: Path) -> None:
+    """One web process too adopts serve's listening socket, whose backlog is the kernel's most: a
+    crowd arriving while Daphne cannot accept (stopped here) is queued by the kernel, not dropped.
+    With Twisted's own listen (backlog 50) the connections beyond ~50 went unanswered and were
+    retried with growing back-off; then a request on a queued connection is answered."""
+    web_port, redis_port = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("PYTEST")}
+    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    log = (tmp_path / "serve.log").open("wb")
+    serve = subprocess.Popen(
+        [*manage, "serve", "--port", str(web_port), "--no-worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    )
+    crowd: list[socket.socket] = []
+    daphne = None
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        (daphne,) = [pid for pid, cmd in _children(serve.pid).items() if "daphne" in cmd]
+        assert _socket_inodes(daphne) & _socket_inodes(serve.pid), "Daphne adopted serve's listening socket"
+        os.kill(daphne, signal.SIGSTOP)
+        for _ in range(300):
+            sock = socket.socket()
+            sock.settimeout(3)  # a dropped SYN would be retried after 1 s and again after 3 s
+            sock.connect(("127.0.0.1", web_port))  # raises TimeoutError if the kernel did not queue it
+            crowd.append(sock)
+        os.kill(daphne, signal.SIGCONT)
+        last = crowd[-1]
+        last.settimeout(30)
+        last.sendall(f"GET /accounts/login/ HTTP/1.1\r\nHost: 127.0.0.1:{web_port}\r\nConnection: close\r\n\r\n".encode())
+        assert last.recv(64).startswith(b"HTTP/1.1 200")
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(60) == 0
+    finally:
+        if daphne is not None:
+            try:
+                os.kill(daphne, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        for sock in crowd:
+            sock.close()
+        _stop_everything(serve)
+        log.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -58,8 +59,11 @@ def test_a_crowd_on_daphne_gets_every_event_in_order_in_its_own_form(
 
         async def read(ws: WebSocket, follower: Follower, frames: list[dict]) -> None:
             while not follower.done:
-                frames.append(await asyncio.wait_for(ws.receive(), 60))
-                follower.on_message(frames[-1], 0.0)
+                msg, arrived, kernel = await asyncio.wait_for(ws.receive_timed(), 60)
+                # The benchmark's kernel stamp: when the bytes were received, never after they were read.
+                assert kernel is not None and kernel <= time.time() + 0.001
+                frames.append(msg)
+                follower.on_message(msg, arrived, kernel)
 
         await asyncio.gather(*(read(ws, f, frames) for (_, ws), (_, f, frames) in zip(sockets, followers)))
         for _, ws in sockets:
@@ -75,6 +79,8 @@ def test_a_crowd_on_daphne_gets_every_event_in_order_in_its_own_form(
         events = [e for f in frames for e in (f["events"] if f["type"] == "batch" else [f])]
         seqs = [e["seq"] for e in events if e["type"] == "delta"]
         assert seqs == list(range(1, len(chunks) + 1)), "every delta once, in order"
+        (turn,) = follower.turns
+        assert set(follower.kernel_arrivals) == set(follower.arrivals) == {(turn, seq) for seq in seqs}
         start = next(e for e in events if e["type"] == "turn_start")
         if name == "bob":  # the judge's own labels: an answer letter, never the stored side
             assert "side" not in start and start["answer"] in ("A", "B")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -179,6 +180,36 @@ def test_it_limits_invitations_per_researcher(alice, settings) -> None:  # type:
     assert Invitation.objects.count() == 2
 
 
+def test_every_request_of_the_process_counts_through_one_cache_and_its_pool() -> None:
+    """``caches[...]`` is per asyncio context, which under ASGI is per request: a pool (and a new
+    Redis connection) per POST. The limits share one, whatever the thread or context."""
+    seen = []
+
+    async def in_a_context() -> None:
+        seen.append(ratelimit._cache())
+
+    asyncio.run(in_a_context())
+    asyncio.run(in_a_context())
+    worker = threading.Thread(target=lambda: seen.append(ratelimit._cache()))
+    worker.start()
+    worker.join()
+
+    assert len({id(cache) for cache in seen}) == 1
+
+
+def test_a_window_count_is_one_atomic_step_that_expires_with_its_window() -> None:
+    key = f"test-count:{uuid.uuid4().hex}"
+    now = time.time()
+
+    counts = [ratelimit._count(key, 60, now) for _ in range(3)]
+
+    assert counts == [1, 2, 3]
+    full = f"{key}:{ratelimit._window(60, now)}"
+    cache = ratelimit._cache()
+    assert cache.get(full) == 3  # a plain integer, as the cache API reads it (the sign-in checks do)
+    assert 0 < cache._cache.get_client(write=True).ttl(cache.make_and_validate_key(full)) <= 65
+
+
 # ----- WebSocket counters ------------------------------------------------------------------------
 
 
@@ -346,5 +377,6 @@ def test_every_limit_is_documented_in_env_example() -> None:
         "ARENA_VERDICT_POSTS_PER_MINUTE", "ARENA_QUESTION_POSTS_PER_MINUTE", "ARENA_INVITATION_POSTS_PER_MINUTE",
         "ARENA_WS_FRAMES_PER_MINUTE", "ARENA_WS_SNAPSHOTS_PER_MINUTE", "ARENA_WS_SOCKETS_PER_SESSION",
         "ARENA_WS_SOCKET_TTL_S", "ARENA_CHANNEL_LAYER", "ARENA_REDIS_MAX_CONNECTIONS", "ARENA_SWEEP_SECONDS",
+        "ARENA_WEB_THREADS",
     ):
         assert f"\n{name}=" in text, name

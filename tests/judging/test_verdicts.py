@@ -321,3 +321,55 @@ def test_the_page_records_when_the_judge_first_opened_it(bob_client: Client, ass
 
     assert first is not None
     assert assignment.opened_at == first
+
+
+# --- What a verdict POST costs --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_verdict_post_reads_each_row_once_and_writes_in_one_short_transaction(
+    bob_client: Client, assignment: Assignment,
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    bob_client.get(_url(assignment.debate_id))  # the page, as a judge opens it before judging
+
+    with CaptureQueriesContext(connection) as captured:
+        response = bob_client.post(_url(assignment.debate_id), {"p_first": "0.8", "p_second": "0.2", "reason": REASON})
+
+    assert response.status_code == 302
+    sqls = [q["sql"] for q in captured.captured_queries]
+    # Session, user, role, assignment with its debate and question, the judge's earlier verdict, the
+    # speeches, the insert and the study link (the test's savepoints around the transaction aside).
+    work = [s for s in sqls if "SAVEPOINT" not in s]
+    assert len(work) <= 8, "\n".join(work)
+    assert sum('"arena_debate"' in s for s in work) == 1  # read with the assignment, not again
+    assert sum('FROM "arena_turn"' in s for s in work) == 1  # counted and grouped by round from one read
+    assert not any('FROM "auth_user"' in s and "INNER JOIN" not in s for s in work[2:])  # the judge is read once
+    assert Verdict.objects.filter(debate_id=assignment.debate_id, judge=assignment.judge).count() == 1
+
+
+@pytest.mark.django_db
+def test_a_verdict_records_the_speeches_and_rounds_the_judge_had_seen(assignment: Assignment) -> None:
+    verdict = submit_human_verdict(assignment, 0.8, 0.2, REASON)
+
+    meta = Verdict.objects.get(pk=verdict.pk).meta
+    assert (meta["turns_seen"], meta["rounds_seen"]) == (2, 1)  # the fixture's two speeches of round 1
+
+
+@pytest.mark.django_db
+def test_a_debate_handed_in_for_another_assignment_is_not_used(  # type: ignore[no-untyped-def]
+    assignment: Assignment, make_debate, bob,
+) -> None:
+    from arena.models import Debate
+
+    unfinished = make_debate(judges=[bob])
+    Debate.objects.filter(pk=unfinished.pk).update(status=Debate.Status.RUNNING)
+    other = Assignment.objects.get(debate=unfinished, judge=bob)
+
+    # The finished debate passed in belongs to another assignment: the service reads this one's.
+    with pytest.raises(VerdictError, match="not over"):
+        submit_human_verdict(other, 0.8, 0.2, REASON, debate=assignment.debate)
+
+    assert Verdict.objects.count() == 0
