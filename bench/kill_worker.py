@@ -136,7 +136,10 @@ def run_phase(name: str, args: argparse.Namespace, rng: random.Random) -> Phase:
         for kill in range(args.kills):
             time.sleep(rng.uniform(args.min_wait, args.max_wait))
             before = progress()
-            running = [d for d, row in before.items() if row[2]]
+            # In flight: running under a lease. A finished debate keeps its last lease owner, so the
+            # owner alone counted finished debates too, which could never move again.
+            live = set(Debate.objects.filter(pk__in=ids, status=Debate.Status.RUNNING).values_list("pk", flat=True))
+            running = [d for d, row in before.items() if row[2] and d in live]
             if not running or time.monotonic() > end:
                 break
             for t in Turn.objects.filter(debate_id__in=ids):

@@ -257,3 +257,30 @@ def test_serve_queues_a_burst_of_connections_while_its_one_web_process_is_busy(t
             sock.close()
         _stop_everything(serve)
         log.close()
+
+
+def test_a_child_that_dies_at_once_backs_off_and_one_that_ran_a_while_restarts_at_once() -> None:
+    """A crash loop (dead within seconds) waits 1, 2, 4 s between starts; a child that had run for
+    20 s (a worker killed while running debates) is started again after the least delay,
+    however often that happens, so its debates are not held up by a growing backoff."""
+    from arena.management.commands.serve import Supervised
+
+    child = Supervised("test child", [sys.executable, "-c", "pass"], dict(os.environ))
+    child.start()
+
+    def exits_and_waits(ran_s: float) -> float:
+        assert child.proc is not None
+        child.proc.wait(30)
+        child.started_at = time.monotonic() - ran_s
+        note = child.check()
+        assert "starting it again" in note and child.restart_at is not None
+        delay = child.restart_at - time.monotonic()
+        child.restart_at = time.monotonic()  # no need to wait it out here
+        assert child.check().startswith("test child: started again")
+        return delay
+
+    assert [round(exits_and_waits(0.1)) for _ in range(3)] == [1, 2, 4]
+    # 20 s: a worker that had started, loaded its model and was running debates when it was killed.
+    assert [round(exits_and_waits(20)) for _ in range(3)] == [1, 1, 1]
+    assert round(exits_and_waits(0.1)) == 2  # dying at once again: the backoff grows from the least
+    child.proc.wait(30)

@@ -159,11 +159,18 @@ class Supervised:
 
     The delay doubles from ``BACKOFF_MIN_S`` to ``BACKOFF_MAX_S`` while the child keeps dying soon
     after its start, and goes back to the minimum once it has run for ``STABLE_S``.
+
+    ``STABLE_S`` is what tells a crash loop (a bad setting, a port taken, an import error: dead
+    within seconds) from a child that was working and got killed. At 60 s a worker killed every
+    half minute while running debates waited 1, 2, 4, 8, then 16 s to be started again, and its
+    debates with it (bench/kill_worker.py: every debate moving again 37.8 s after the fifth kill).
+    A child that lived 10 s is started again after the least delay, which still bounds a child
+    that keeps dying later than that to one start per 11 s.
     """
 
     BACKOFF_MIN_S = 1.0
     BACKOFF_MAX_S = 30.0
-    STABLE_S = 60.0
+    STABLE_S = 10.0
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str], nice: int = 0, pass_fds: tuple[int, ...] = ()) -> None:
         self.name = name
