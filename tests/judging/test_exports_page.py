@@ -275,3 +275,38 @@ def test_the_job_stores_its_progress_while_it_runs(alice, bob, charlie, make_deb
     assert jobs.run_export_job(export.pk) == "finished"
 
     assert seen == [("running", pytest.approx(1 / 3)), ("running", pytest.approx(2 / 3)), ("running", 1.0)]
+
+
+@pytest.mark.django_db  # closing a response signals request_finished, which checks the connections
+def test_a_download_is_read_a_block_at_a_time_under_asgi(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Under ASGI Django iterates a response asynchronously. A plain FileResponse then reads the
+    whole file before its first byte goes out; the export download reads one block, sends it, and
+    reads the next, so an export of hundreds of megabytes never sits in the web process whole."""
+    from asgiref.sync import async_to_sync
+    from django.http import FileResponse
+
+    from judging.views_exports import ChunkedFileResponse
+
+    size = 3 * ChunkedFileResponse.async_block_size + 123
+    path = tmp_path / "verdicts.jsonl"
+    path.write_bytes(bytes(range(256)) * (size // 256) + b"x" * (size % 256))
+
+    async def first_block_then_rest(response: FileResponse) -> tuple[int, bytes]:
+        parts = aiter(response)
+        first = await anext(parts)
+        read_when_first_sent = response.file_to_stream.tell()  # type: ignore[union-attr]
+        return read_when_first_sent, first + b"".join([part async for part in parts])
+
+    chunked = ChunkedFileResponse(path.open("rb"), as_attachment=True, filename="x.jsonl")
+    read, body = async_to_sync(first_block_then_rest)(chunked)
+    assert body == path.read_bytes()
+    assert read == ChunkedFileResponse.async_block_size
+    assert chunked["Content-Length"] == str(size) and "attachment" in chunked["Content-Disposition"]
+    chunked.close()
+    assert chunked.file_to_stream.closed  # type: ignore[union-attr]
+
+    plain = FileResponse(path.open("rb"))
+    read, body = async_to_sync(first_block_then_rest)(plain)
+    assert body == path.read_bytes() and read == size  # what the export download did before
+    plain.close()
+
