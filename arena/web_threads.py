@@ -11,7 +11,7 @@ requests a second the more it was sent.
 
 :class:`BoundedSyncThreads` gives each HTTP request one of ``ARENA_WEB_THREADS`` long-lived
 threads instead (the least busy one), through asgiref's own API for that
-(``ThreadSensitiveContext(executor=...)``): a request's synchronous parts still all run on one
+(``ThreadSensitiveContext(executor=...)``, asgiref 3.13, pinned in pyproject.toml): a request's synchronous parts still all run on one
 thread, as Django requires, requests beyond the threads wait their turn in order, and each thread
 keeps its database connection for ``CONN_MAX_AGE``. ``ARENA_WEB_THREADS=0`` restores Django's
 thread per request. WebSockets are untouched (Channels runs their database calls on its own
@@ -20,21 +20,12 @@ thread).
 
 from __future__ import annotations
 
-import inspect
-import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext
 
-logger = logging.getLogger(__name__)
-
 ASGIApp = Any
-
-
-def executor_contexts_supported() -> bool:
-    """Whether this asgiref lets a ``ThreadSensitiveContext`` run on a caller's executor (3.13+)."""
-    return "executor" in inspect.signature(ThreadSensitiveContext).parameters
 
 
 class BoundedSyncThreads:
@@ -45,9 +36,6 @@ class BoundedSyncThreads:
     def __init__(self, app: ASGIApp, threads: int) -> None:
         if threads < 0:
             raise ValueError("threads must be 0 or more")
-        if threads and not executor_contexts_supported():
-            logger.warning("asgiref is older than 3.13: HTTP requests run on a new thread each (ARENA_WEB_THREADS ignored)")
-            threads = 0
         self.app = app
         self.threads = threads
         self.in_flight = [0] * threads

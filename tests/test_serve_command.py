@@ -59,35 +59,49 @@ def _stop_everything(serve: subprocess.Popen[bytes]) -> None:
             pass
 
 
+def _start_serve(tmp_path: Path, *args: str, drop: tuple[str, ...] = ()) -> tuple[subprocess.Popen[bytes], int, int]:
+    """``manage.py serve ARGS`` on a migrated SQLite database and an embedded Redis of its own in
+    ``tmp_path`` (output in ``tmp_path/serve.log``); the process, its web port and its Redis port.
+    ``drop``: environment variables the child must not inherit."""
+    web_port, redis_port = _free_port(), _free_port()
+    env = {
+        k: v for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", *drop) and not k.startswith("PYTEST")
+    }  # fmt: skip
+    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
+    manage = [sys.executable, str(ROOT / "manage.py")]
+    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
+    with (tmp_path / "serve.log").open("wb") as log:  # the child keeps its own descriptor
+        serve = subprocess.Popen([*manage, "serve", "--port", str(web_port), *args], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    return serve, web_port, redis_port
+
+
+def _answers(web_port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _wait_answering(serve: subprocess.Popen[bytes], web_port: int, tmp_path: Path, timeout_s: float = 90) -> None:
+    """Until the login page answers; fails at once if serve exits, with the end of its log."""
+    deadline = time.monotonic() + timeout_s
+    while not _answers(web_port):
+        assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+        time.sleep(0.5)
+
+
 def _environ(pid: int) -> dict[str, str]:
     pairs = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(p.decode().split("=", 1) for p in pairs if b"=" in p)
 
 
 def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_stops_them(tmp_path: Path) -> None:
-    web_port, redis_port = _free_port(), _free_port()
-    env = {
-        k: v for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "ARENA_WORKER_NICE") and not k.startswith("PYTEST")
-    }
-    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(
-        [*manage, "serve", "--port", str(web_port), "--concurrency", "1"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    serve, web_port, redis_port = _start_serve(
+        tmp_path, "--concurrency", "1", drop=("GOMP_SPINCOUNT", "OMP_WAIT_POLICY", "ARENA_WORKER_NICE")
     )
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert serve.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        _wait_answering(serve, web_port, tmp_path)
         children = _children(serve.pid)
         workers = [pid for pid, cmd in children.items() if "celery" in cmd and "worker" in cmd]
         assert len(workers) == 1 and any("daphne" in cmd for cmd in children.values())
@@ -121,7 +135,6 @@ def test_serve_runs_web_worker_and_embedded_redis_restarts_a_killed_worker_and_s
         assert not [pid for pid in children if Path(f"/proc/{pid}").exists()]  # every child stopped and reaped
     finally:
         _stop_everything(serve)
-        log.close()
 
 
 def _socket_inodes(pid: int) -> set[str]:
@@ -139,22 +152,7 @@ def _socket_inodes(pid: int) -> set[str]:
 def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_the_other_serves(tmp_path: Path) -> None:
     """``--web-processes 2``: two Daphne processes adopt the one listening socket that serve opened;
     a killed one is started again while the other keeps answering on the same address."""
-    web_port, redis_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("PYTEST")}
-    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(
-        [*manage, "serve", "--port", str(web_port), "--no-worker", "--web-processes", "2"],
-        env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-
-    def answers() -> bool:
-        try:
-            return httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
+    serve, web_port, _ = _start_serve(tmp_path, "--no-worker", "--web-processes", "2")
 
     def daphnes() -> list[int]:
         return sorted(pid for pid, cmd in _children(serve.pid).items() if "daphne" in cmd)
@@ -168,7 +166,7 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
 
     def answers_soon() -> bool:
         deadline = time.monotonic() + 30
-        while not answers():
+        while not _answers(web_port):
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.2)
@@ -203,7 +201,6 @@ def test_serve_runs_several_web_processes_on_one_address_and_restarts_one_while_
         assert serve.wait(60) == 0
     finally:
         _stop_everything(serve)
-        log.close()
 
 
 def test_serve_queues_a_burst_of_connections_while_its_one_web_process_is_busy(tmp_path: Path) -> None:
@@ -211,27 +208,11 @@ def test_serve_queues_a_burst_of_connections_while_its_one_web_process_is_busy(t
     crowd arriving while Daphne cannot accept (stopped here) is queued by the kernel, not dropped.
     With Twisted's own listen (backlog 50) the connections beyond ~50 went unanswered and were
     retried with growing back-off; then a request on a queued connection is answered."""
-    web_port, redis_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL") and not k.startswith("PYTEST")}
-    env.update(ARENA_DATA_DIR=str(tmp_path), ARENA_EMBEDDED_REDIS_PORT=str(redis_port), DJANGO_SETTINGS_MODULE="arena.settings")
-    manage = [sys.executable, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput"], env=env, cwd=ROOT, check=True, capture_output=True, timeout=120)
-    log = (tmp_path / "serve.log").open("wb")
-    serve = subprocess.Popen(
-        [*manage, "serve", "--port", str(web_port), "--no-worker"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
-    )
+    serve, web_port, _ = _start_serve(tmp_path, "--no-worker")
     crowd: list[socket.socket] = []
     daphne = None
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{web_port}/accounts/login/", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert serve.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
-            time.sleep(0.5)
+        _wait_answering(serve, web_port, tmp_path)
         (daphne,) = [pid for pid, cmd in _children(serve.pid).items() if "daphne" in cmd]
         assert _socket_inodes(daphne) & _socket_inodes(serve.pid), "Daphne adopted serve's listening socket"
         os.kill(daphne, signal.SIGSTOP)
@@ -256,7 +237,6 @@ def test_serve_queues_a_burst_of_connections_while_its_one_web_process_is_busy(t
         for sock in crowd:
             sock.close()
         _stop_everything(serve)
-        log.close()
 
 
 def test_a_child_that_dies_at_once_backs_off_and_one_that_ran_a_while_restarts_at_once() -> None:

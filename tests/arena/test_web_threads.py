@@ -7,12 +7,9 @@ import asyncio
 import threading
 from typing import Any
 
-import pytest
 from asgiref.sync import async_to_sync, sync_to_async
 
-from arena.web_threads import BoundedSyncThreads, executor_contexts_supported
-
-pytestmark = pytest.mark.skipif(not executor_contexts_supported(), reason="asgiref older than 3.13")
+from arena.web_threads import BoundedSyncThreads
 
 
 class Recorder:
@@ -22,18 +19,28 @@ class Recorder:
     def __init__(self, pause: float = 0.0) -> None:
         self.pause = pause
         self.threads: list[tuple[str, int, int]] = []  # (request, outer thread, inner thread)
+        self.names: list[str] = []  # the outer thread's name
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         await sync_to_async(self._sync, thread_sensitive=True)(scope["path"])
 
     def _sync(self, name: str) -> None:
         outer = threading.get_ident()
+        self.names.append(threading.current_thread().name)
         inner = async_to_sync(self._bridge)()
         self.threads.append((name, outer, inner))
 
     async def _bridge(self) -> int:
         await asyncio.sleep(self.pause)
         return await sync_to_async(threading.get_ident, thread_sensitive=True)()
+
+
+def _one_after_another(app: Any, count: int) -> None:
+    async def main() -> None:
+        for i in range(count):
+            await _request(app, f"/{i}")
+
+    asyncio.run(main())
 
 
 async def _request(app: Any, path: str, kind: str = "http") -> None:
@@ -49,16 +56,12 @@ async def _request(app: Any, path: str, kind: str = "http") -> None:
 def test_requests_one_after_another_reuse_one_thread() -> None:
     recorder = Recorder()
     app = BoundedSyncThreads(recorder, 4)
-
-    async def main() -> None:
-        for i in range(5):
-            await _request(app, f"/{i}")
-
-    asyncio.run(main())
+    _one_after_another(app, 5)
 
     threads = {outer for _, outer, _ in recorder.threads}
     assert len(recorder.threads) == 5 and len(threads) == 1
     assert threading.get_ident() not in threads  # never the event loop's
+    assert set(recorder.names) == {"web-sync-0_0"}
 
 
 def test_a_burst_of_requests_runs_on_at_most_the_configured_threads_each_on_one_thread() -> None:
@@ -78,16 +81,11 @@ def test_a_burst_of_requests_runs_on_at_most_the_configured_threads_each_on_one_
 
 def test_zero_threads_leaves_django_its_thread_per_request() -> None:
     recorder = Recorder()
-    app = BoundedSyncThreads(recorder, 0)
-
-    async def main() -> None:
-        for i in range(3):
-            await _request(app, f"/{i}")
-
-    asyncio.run(main())
+    _one_after_another(BoundedSyncThreads(recorder, 0), 3)
 
     assert len(recorder.threads) == 3
     assert all(outer == inner for _, outer, inner in recorder.threads)
+    assert not any(name.startswith("web-sync-") for name in recorder.names)  # none of the long-lived threads
 
 
 def test_websockets_pass_through_untouched() -> None:
